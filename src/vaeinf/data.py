@@ -1,0 +1,526 @@
+"""Datasets for VAE density estimation: loading, binarization and verified download.
+
+Three datasets are registered in :data:`DATASETS`:
+
+``digits``
+    scikit-learn's bundled 8x8 digits (1797 images, D=64), scaled to [0, 1]. Needs no files, so it
+    is the offline default for tests and smoke runs.
+``binarized_mnist``
+    The statically binarized MNIST of Larochelle & Murray (2011), "The Neural Autoregressive
+    Distribution Estimator", AISTATS: 50000/10000/10000 images of 28x28 binary pixels (D=784).
+    The data are already binary, so only ``binarization="static"`` is allowed.
+``mnist``
+    The canonical 60000/10000 grayscale MNIST IDX files, used with the protocol of Burda, Grosse &
+    Salakhutdinov (2015), "Importance Weighted Autoencoders", Sec. 5: the training set is
+    binarized dynamically (a fresh Bernoulli sample of the intensities every minibatch). The last
+    400 training images are held out as a validation set; validation and test images are
+    binarized stochastically once, with a fixed seed.
+
+Every split is a float32 tensor of shape (N, D). ``valid`` and ``test`` are always binary. ``train``
+holds intensities in [0, 1] when the dataset is dynamic and binary values otherwise; call
+:meth:`Dataset.binarize` on each training minibatch.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "BINARIZATIONS",
+    "DATASETS",
+    "DOWNLOADS",
+    "DataError",
+    "Dataset",
+    "RemoteFile",
+    "download",
+    "load_dataset",
+    "read_amat",
+    "read_idx",
+    "sha256_file",
+]
+
+BINARIZATIONS = ("dynamic", "static")
+
+MNIST_DIM = 28 * 28  # 784
+MNIST_VALID_SIZE = 400  # last 400 training images held out as validation (mnist only)
+DIGITS_SPLIT = (1397, 200, 200)  # train / valid / test sizes of the 1797 digits
+DIGITS_PERMUTATION_SEED = 0  # constant: the digits split never depends on a run's seed
+BINARIZED_MNIST_NPZ_ENV = "VAEINF_BINARIZED_MNIST_NPZ"
+
+# Offsets that give each split its own generator stream for one-off Bernoulli binarization.
+_SPLIT_STREAM = {"train": 0, "valid": 1, "test": 2}
+
+
+class DataError(ValueError):
+    """A dataset cannot be loaded or downloaded; the message says what to do about it."""
+
+
+# --------------------------------------------------------------------------------------------
+# The dataset container
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """Train/valid/test splits of one dataset, each a float32 tensor of shape (N, D)."""
+
+    name: str
+    train: torch.Tensor  # (N_train, D): intensities in [0, 1] if dynamic, else binary {0, 1}
+    valid: torch.Tensor  # (N_valid, D): binary {0, 1}, fixed
+    test: torch.Tensor  # (N_test, D): binary {0, 1}, fixed
+    dynamic: bool  # True: train is re-binarized by Bernoulli sampling every minibatch
+
+    def __post_init__(self) -> None:
+        for split in ("train", "valid", "test"):
+            x = getattr(self, split)
+            if x.dim() != 2 or x.shape[1] != self.train.shape[1]:
+                raise DataError(
+                    f"{self.name}: split '{split}' has shape {tuple(x.shape)}; "
+                    f"expected (N, {self.train.shape[-1]})"
+                )
+
+    @property
+    def dim(self) -> int:
+        """Number of pixels D."""
+        return int(self.train.shape[1])
+
+    def binarize(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Bernoulli sample of x when dynamic, x unchanged when static."""
+        if not self.dynamic:
+            return x
+        return torch.bernoulli(x, generator=generator)
+
+    def train_mean(self) -> torch.Tensor:
+        """(D,) mean pixel of the training set (intensities when dynamic), for the decoder bias."""
+        return self.train.mean(dim=0)
+
+
+def _bernoulli_once(x: torch.Tensor, seed: int, split: str) -> torch.Tensor:
+    """Fixed stochastic binarization of x (N, D): same seed and split give the same sample."""
+    generator = torch.Generator().manual_seed(3 * seed + _SPLIT_STREAM[split])
+    return torch.bernoulli(x, generator=generator)
+
+
+def _make_dataset(
+    name: str,
+    train: np.ndarray,
+    valid: np.ndarray,
+    test: np.ndarray,
+    *,
+    binarization: str,
+    seed: int,
+) -> Dataset:
+    """Build a Dataset from intensity arrays in [0, 1], binarizing stochastically as required."""
+    train_t = torch.as_tensor(train, dtype=torch.float32)  # (N_train, D)
+    valid_t = _bernoulli_once(torch.as_tensor(valid, dtype=torch.float32), seed, "valid")
+    test_t = _bernoulli_once(torch.as_tensor(test, dtype=torch.float32), seed, "test")
+    dynamic = binarization == "dynamic"
+    if not dynamic:
+        train_t = _bernoulli_once(train_t, seed, "train")
+    return Dataset(name=name, train=train_t, valid=valid_t, test=test_t, dynamic=dynamic)
+
+
+# --------------------------------------------------------------------------------------------
+# digits (scikit-learn, offline)
+# --------------------------------------------------------------------------------------------
+
+
+def _load_digits(data_dir: Path, binarization: str, seed: int) -> Dataset:
+    """scikit-learn's 8x8 digits, /16 to [0, 1], split 1397/200/200 by a constant permutation."""
+    from sklearn.datasets import load_digits
+
+    x = load_digits().data.astype(np.float32) / 16.0  # (1797, 64) in [0, 1]
+    order = np.random.default_rng(DIGITS_PERMUTATION_SEED).permutation(len(x))
+    x = x[order]
+    n_train, n_valid, n_test = DIGITS_SPLIT
+    if n_train + n_valid + n_test != len(x):
+        raise DataError(f"digits: split {DIGITS_SPLIT} does not add up to {len(x)} images")
+    train = x[:n_train]
+    valid = x[n_train : n_train + n_valid]
+    test = x[n_train + n_valid :]
+    return _make_dataset("digits", train, valid, test, binarization=binarization, seed=seed)
+
+
+# --------------------------------------------------------------------------------------------
+# binarized_mnist (Larochelle & Murray 2011)
+# --------------------------------------------------------------------------------------------
+
+_AMAT_ALLOWED = np.zeros(256, dtype=bool)
+_AMAT_ALLOWED[[ord("0"), ord("1"), ord(" "), ord("\t"), ord("\n"), ord("\r")]] = True
+
+
+def read_amat(path: str | Path, dim: int = MNIST_DIM) -> np.ndarray:
+    """Parse a binary ``.amat`` text file (one image per line, ``dim`` space-separated 0/1 values).
+
+    This is the format of Larochelle & Murray's (2011) binarized MNIST. Returns (N, dim) uint8.
+    Parsing works on the raw bytes (every value is a single '0' or '1' character), which is far
+    faster than ``np.loadtxt`` on the 50000 x 784 training file.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    buf = np.frombuffer(raw, dtype=np.uint8)  # (n_bytes,)
+    if not _AMAT_ALLOWED[buf].all():
+        bad = int(buf[~_AMAT_ALLOWED[buf]][0])
+        raise DataError(
+            f"{path}: unexpected character {chr(bad)!r} in .amat file; expected only 0/1 values "
+            "separated by whitespace (re-download it with `vaeinf download binarized_mnist`)"
+        )
+    is_digit = (buf == ord("0")) | (buf == ord("1"))  # (n_bytes,)
+    if (is_digit[:-1] & is_digit[1:]).any():
+        raise DataError(f"{path}: values must be single 0/1 digits separated by whitespace")
+    per_line = [line.count(b"0") + line.count(b"1") for line in raw.split(b"\n") if line.strip()]
+    bad_rows = [i for i, n in enumerate(per_line) if n != dim]
+    if not per_line or bad_rows:
+        detail = (
+            f"row {bad_rows[0] + 1} has {per_line[bad_rows[0]]} values" if bad_rows else "empty"
+        )
+        raise DataError(f"{path}: {detail}; expected {dim} values per line")
+    digits = buf[is_digit] - ord("0")  # (N * dim,)
+    n_rows = len(per_line)
+    return digits.reshape(n_rows, dim)  # (N, dim) uint8 in {0, 1}
+
+
+def _read_packed_npz(path: Path, dim: int = MNIST_DIM) -> dict[str, np.ndarray]:
+    """Read train/valid/test arrays stored as ``np.packbits(X, axis=1)``; returns (N, dim) uint8."""
+    try:
+        npz = np.load(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: cannot read as .npz ({err})") from err
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: not an .npz archive; expected arrays train, valid, test")
+    with npz:
+        missing = [k for k in ("train", "valid", "test") if k not in npz.files]
+        if missing:
+            raise DataError(
+                f"{path}: missing array(s) {', '.join(missing)}; expected train, valid, test "
+                "each packed with np.packbits(X, axis=1)"
+            )
+        out = {}
+        for split in ("train", "valid", "test"):
+            packed = npz[split]  # (N, ceil(dim / 8)) uint8
+            if packed.ndim != 2 or packed.dtype != np.uint8 or packed.shape[1] * 8 < dim:
+                raise DataError(
+                    f"{path}: array '{split}' has shape {packed.shape} and dtype "
+                    f"{packed.dtype}; expected uint8 (N, {(dim + 7) // 8}) from np.packbits"
+                )
+            out[split] = np.unpackbits(packed, axis=1)[:, :dim]  # (N, dim)
+    return out
+
+
+def _load_binarized_mnist(data_dir: Path, binarization: str, seed: int) -> Dataset:
+    """Larochelle & Murray (2011) statically binarized MNIST, 50000/10000/10000 x 784.
+
+    Looked for, in order: the file named by ``$VAEINF_BINARIZED_MNIST_NPZ``; the three canonical
+    ``data_dir/binarized_mnist/binarized_mnist_{train,valid,test}.amat`` files; a packed-bits
+    ``binarized_mnist.npz`` in ``data_dir`` or ``data_dir/binarized_mnist``.
+    """
+    folder = data_dir / "binarized_mnist"
+    env = os.environ.get(BINARIZED_MNIST_NPZ_ENV)
+    if env:
+        env_path = Path(env)
+        if not env_path.is_file():
+            raise DataError(
+                f"${BINARIZED_MNIST_NPZ_ENV} points at {env_path}, which does not exist"
+            )
+        arrays = _read_packed_npz(env_path)
+    else:
+        amats = {s: folder / f"binarized_mnist_{s}.amat" for s in ("train", "valid", "test")}
+        npzs = [data_dir / "binarized_mnist.npz", folder / "binarized_mnist.npz"]
+        if all(p.is_file() for p in amats.values()):
+            arrays = {split: read_amat(p) for split, p in amats.items()}
+        elif any(p.is_file() for p in npzs):
+            arrays = _read_packed_npz(next(p for p in npzs if p.is_file()))
+        else:
+            raise DataError(
+                f"binarized_mnist not found: looked for {folder}/binarized_mnist_"
+                f"{{train,valid,test}}.amat, {npzs[0]} and {npzs[1]}; run "
+                f"`vaeinf download binarized_mnist --data-dir {data_dir}`, or place a packed npz "
+                f"there or set ${BINARIZED_MNIST_NPZ_ENV}"
+            )
+    splits = {k: torch.from_numpy(v.astype(np.float32)) for k, v in arrays.items()}  # (N, 784)
+    return Dataset(name="binarized_mnist", dynamic=False, **splits)
+
+
+# --------------------------------------------------------------------------------------------
+# mnist (grayscale IDX files, Burda et al. 2015 protocol)
+# --------------------------------------------------------------------------------------------
+
+_IDX_DTYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (LeCun's MNIST format), gzip-compressed or raw.
+
+    Header: two zero bytes, a dtype code, the number of dimensions, then one big-endian uint32
+    per dimension. Returns an array of that shape (e.g. (60000, 28, 28) uint8 for images).
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # gzip magic
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise DataError(
+                f"{path}: corrupt gzip data ({err}); delete it and re-download"
+            ) from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(
+            f"{path}: bad IDX magic number {raw[:4].hex() or '(empty)'}; expected 0000 followed "
+            "by a dtype code and ndim (e.g. 00000803 for images); delete it and re-download"
+        )
+    dtype = _IDX_DTYPES[raw[2]]
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header; delete it and re-download")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{path}: IDX body has {len(raw) - header} bytes; header shape {shape} needs "
+            f"{expected}; delete it and re-download"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    """The gz or raw IDX file ``folder/stem[.gz]``, if either exists."""
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _load_mnist_images(data_dir: Path, stem: str) -> np.ndarray:
+    """(N, 784) float32 intensities in [0, 1] from the IDX image file ``data_dir/mnist/stem``."""
+    folder = data_dir / "mnist"
+    path = _find_idx(folder, stem)
+    if path is None:
+        raise DataError(
+            f"mnist not found: looked for {folder / stem}.gz (or uncompressed); run "
+            f"`vaeinf download mnist --data-dir {data_dir}`"
+        )
+    images = read_idx(path)  # (N, 28, 28) uint8
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise DataError(
+            f"{path}: IDX array has shape {images.shape} and dtype {images.dtype}; expected "
+            "(N, 28, 28) uint8 images (is this a labels file?)"
+        )
+    return images.reshape(len(images), MNIST_DIM).astype(np.float32) / 255.0  # (N, 784)
+
+
+def _load_mnist(data_dir: Path, binarization: str, seed: int) -> Dataset:
+    """Grayscale MNIST, Burda et al. (2015) Sec. 5: dynamically binarized 60000/10000 split.
+
+    The last 400 of the 60000 training images are held out as validation, leaving 59600 for
+    training. Validation and test are binarized once with a fixed seed.
+    """
+    train_full = _load_mnist_images(data_dir, "train-images-idx3-ubyte")  # (60000, 784)
+    test = _load_mnist_images(data_dir, "t10k-images-idx3-ubyte")  # (10000, 784)
+    if len(train_full) <= MNIST_VALID_SIZE:
+        raise DataError(
+            f"mnist: training file has {len(train_full)} images; need more than "
+            f"{MNIST_VALID_SIZE} to hold out a validation set"
+        )
+    train = train_full[:-MNIST_VALID_SIZE]  # (59600, 784)
+    valid = train_full[-MNIST_VALID_SIZE:]  # (400, 784)
+    return _make_dataset("mnist", train, valid, test, binarization=binarization, seed=seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Registry and entry point
+# --------------------------------------------------------------------------------------------
+
+DATASETS: dict[str, Callable[[Path, str, int], Dataset]] = {
+    "digits": _load_digits,
+    "binarized_mnist": _load_binarized_mnist,
+    "mnist": _load_mnist,
+}
+
+# Binarization used when load_dataset is called without one.
+DEFAULT_BINARIZATION = {"digits": "static", "binarized_mnist": "static", "mnist": "dynamic"}
+
+# Datasets whose files are already binary: dynamic binarization is meaningless for them.
+STATIC_ONLY = frozenset({"binarized_mnist"})
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset '{name}'; allowed: {', '.join(sorted(DATASETS))}")
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | Path = "data",
+    binarization: str | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Load a registered dataset.
+
+    Args:
+        name: one of :data:`DATASETS` (``digits``, ``binarized_mnist``, ``mnist``).
+        data_dir: folder holding the dataset files (unused by ``digits``).
+        binarization: ``"static"`` (train binarized once) or ``"dynamic"`` (train kept as
+            intensities; :meth:`Dataset.binarize` samples every minibatch). ``None`` takes the
+            dataset's default: dynamic for ``mnist`` (Burda et al. 2015), static otherwise.
+        seed: seed of the one-off Bernoulli binarizations (valid, test, static train). Leave it
+            at 0 so that every run is evaluated on the same binary test set; the digits split
+            permutation is constant regardless.
+    """
+    _check_name(name)
+    if binarization is None:
+        binarization = DEFAULT_BINARIZATION[name]
+    if binarization not in BINARIZATIONS:
+        raise DataError(
+            f"unknown binarization '{binarization}'; allowed: {', '.join(BINARIZATIONS)}"
+        )
+    if name in STATIC_ONLY and binarization != "static":
+        raise DataError(
+            f"dataset '{name}' is already binary; binarization must be 'static', "
+            f"not '{binarization}' (use 'mnist' for dynamic binarization)"
+        )
+    return DATASETS[name](Path(data_dir), binarization, seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Verified download
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A canonical file: where it goes under ``data_dir``, its URLs (mirrors), size and SHA-256."""
+
+    relpath: str
+    urls: tuple[str, ...]
+    size: int | None
+    sha256: str | None
+
+
+_LAROCHELLE = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist"
+_MNIST_MIRRORS = (
+    "https://storage.googleapis.com/cvdf-datasets/mnist",
+    "https://ossci-datasets.s3.amazonaws.com/mnist",
+)
+
+# Sizes and SHA-256 sums from tensorflow/datasets, tensorflow_datasets/url_checksums/
+# binarized_mnist.txt and mnist.txt. Only the mnist images are needed (no labels).
+DOWNLOADS: dict[str, tuple[RemoteFile, ...]] = {
+    "digits": (),  # bundled with scikit-learn
+    "binarized_mnist": (
+        RemoteFile(
+            "binarized_mnist/binarized_mnist_train.amat",
+            (f"{_LAROCHELLE}/binarized_mnist_train.amat",),
+            78400000,
+            "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
+        ),
+        RemoteFile(
+            "binarized_mnist/binarized_mnist_valid.amat",
+            (f"{_LAROCHELLE}/binarized_mnist_valid.amat",),
+            15680000,
+            "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
+        ),
+        RemoteFile(
+            "binarized_mnist/binarized_mnist_test.amat",
+            (f"{_LAROCHELLE}/binarized_mnist_test.amat",),
+            15680000,
+            "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
+        ),
+    ),
+    "mnist": (
+        RemoteFile(
+            "mnist/train-images-idx3-ubyte.gz",
+            tuple(f"{m}/train-images-idx3-ubyte.gz" for m in _MNIST_MIRRORS),
+            9912422,
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        ),
+        RemoteFile(
+            "mnist/t10k-images-idx3-ubyte.gz",
+            tuple(f"{m}/t10k-images-idx3-ubyte.gz" for m in _MNIST_MIRRORS),
+            1648877,
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        ),
+    ),
+}
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, dest: Path) -> None:
+    """Copy the body at ``url`` into ``dest`` (the one network call; tests replace it)."""
+    with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as f:
+        shutil.copyfileobj(response, f)
+
+
+def _download_one(remote: RemoteFile, dest: Path) -> None:
+    """Fetch ``remote`` to ``dest.part``, verify its SHA-256, then rename it to ``dest``."""
+    tmp = dest.with_name(dest.name + ".part")
+    errors = []
+    for url in remote.urls:
+        try:
+            _fetch(url, tmp)
+            break
+        except (urllib.error.URLError, OSError) as err:
+            tmp.unlink(missing_ok=True)
+            errors.append(f"{url}: {err}")
+    else:
+        raise DataError(f"could not download {dest.name}: " + "; ".join(errors))
+    got = sha256_file(tmp)
+    if got != remote.sha256:
+        tmp.unlink(missing_ok=True)
+        raise DataError(
+            f"checksum mismatch for {dest.name}: expected sha256 {remote.sha256}, got {got}; "
+            "the download is corrupt or the mirror changed, nothing was kept"
+        )
+    os.replace(tmp, dest)
+
+
+def download(name: str, data_dir: str | Path) -> list[Path]:
+    """Fetch the canonical files of dataset ``name`` into ``data_dir``, verifying SHA-256 sums.
+
+    Each file is written to a ``.part`` file and renamed only once its hash matches, so a
+    partial or corrupt download never takes the place of a good file. Files already present with
+    the right hash are kept. Returns the paths of all the dataset's files (empty for ``digits``).
+    """
+    _check_name(name)
+    data_dir = Path(data_dir)
+    paths = []
+    for remote in DOWNLOADS[name]:
+        dest = data_dir / remote.relpath
+        if remote.sha256 is None:
+            raise DataError(
+                f"no known sha256 for {dest.name}; refusing to download it unverified "
+                f"(place the file at {dest} yourself)"
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not (dest.is_file() and sha256_file(dest) == remote.sha256):
+            _download_one(remote, dest)
+        paths.append(dest)
+    return paths
