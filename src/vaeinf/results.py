@@ -72,7 +72,11 @@ def git_commit() -> str | None:
 def device_info(device) -> dict:
     import torch
 
-    info = {"device": str(device), "platform": platform.platform(), "python": platform.python_version()}
+    info = {
+        "device": str(device),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
     if getattr(device, "type", str(device)) == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     else:

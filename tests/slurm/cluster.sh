@@ -14,6 +14,8 @@
 #   VAEINF_SLURM_STATE   state dir (pid files, logs, spool)   [/tmp/vaeinf-slurm]
 #   VAEINF_SLURM_TIMEOUT seconds to wait for the node to be idle [60]
 #   VAEINF_SLURM_GPUS    number of fake GPUs in the gres       [2]
+#   VAEINF_SLURM_PROCTRACK  ProctrackType                      [proctrack/pgid]
+#   VAEINF_SLURM_KILLWAIT   seconds between SIGTERM and SIGKILL on cancel [3]
 #
 # Daemons are started in the foreground mode (-D / -F) in the background of a
 # new session, so $! is the daemon's own PID; it is recorded in $STATE/*.pid.
@@ -35,8 +37,14 @@ TAG="VAEINF_SLURM_TAG=$STATE"
 T0=$(date +%s.%N)
 elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 log() { printf '[cluster.sh %5ss] %s\n' "$(elapsed)" "$*" >&2; }
-skip() { echo "SKIP: $*" >&2; exit 3; }
-die() { echo "ERROR: $*" >&2; exit 1; }
+skip() {
+    echo "SKIP: $*" >&2
+    exit 3
+}
+die() {
+    echo "ERROR: $*" >&2
+    exit 1
+}
 
 node_name() { hostname -s 2>/dev/null || hostname; }
 
@@ -48,7 +56,7 @@ is_ours() {
     [[ -r /proc/$pid/comm ]] || return 1
     comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
     [[ "$comm" == "$name" ]] || return 1
-    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "$TAG"
+    { tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null | grep -qxF "$TAG"
 }
 
 # alive PID: exists and is not a zombie (used while a daemon may still be
@@ -72,20 +80,53 @@ kill_pid() {
     log "$name ($pid) ignored TERM, sending KILL"
     kill -KILL "$pid" 2>/dev/null
     for ((i = 0; i < 20; i++)); do
-        [[ -e /proc/$pid ]] || return 0
-        # a zombie whose parent is gone is reaped by init shortly
+        alive "$pid" || return 0
         sleep 0.1
     done
 }
 
-# slurmstepd processes are detached from slurmd (reparented to init); find
-# the ones spawned by *our* slurmd via the inherited tag.
+# The daemons are orphans (parent: init). Some inits (e.g. a VM's minimal
+# PID 1) reap only every ~2 s, so killed daemons linger as zombies and show
+# up in `pgrep`. Wait (bounded) until they are gone.
+wait_reaped() {
+    local pid i left
+    for ((i = 0; i < 50; i++)); do
+        left=0
+        for pid in "$@"; do [[ -e /proc/$pid ]] && left=1; done
+        ((left)) || return 0
+        sleep 0.1
+    done
+}
+
+# slurmstepd processes are detached from slurmd (reparented to init) and
+# overwrite their environ with the process title, so the tag is not visible.
+# Ours are those that hold our SlurmdLogFile open.
 our_stepds() {
-    local p
+    local p fd
     for p in /proc/[0-9]*; do
         p=${p#/proc/}
-        is_ours "$p" slurmstepd && echo "$p"
+        [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == slurmstepd ]] || continue
+        for fd in /proc/"$p"/fd/*; do
+            if [[ "$(readlink "$fd" 2>/dev/null)" == "$STATE/slurmd.log"* ]]; then
+                echo "$p"
+                break
+            fi
+        done
     done
+}
+
+# descendants PID... : all (transitive) children of the given processes
+descendants() {
+    ps -e -o pid=,ppid= | awk -v roots="$*" '
+        { parent[$1] = $2; pids[NR] = $1 }
+        END {
+            n = split(roots, r, " "); for (i = 1; i <= n; i++) mark[r[i]] = 1
+            do { changed = 0
+                 for (k in pids) { p = pids[k]
+                     if (!(p in mark) && (parent[p] in mark)) { mark[p] = 2; changed = 1 } }
+            } while (changed)
+            for (p in mark) if (mark[p] == 2) print p
+        }'
 }
 
 start_daemon() { # NAME CMD...   -> records pid in $STATE/NAME.pid
@@ -119,13 +160,14 @@ ensure_packages() {
     local made_policy=0
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     local apt_opts=(-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold
-        --no-install-recommends)
+        -o DPkg::Lock::Timeout=120 --no-install-recommends)
     local rc=1
     log "installing ${PKGS[*]} (apt-get)"
     # Try with the existing lists first; only refresh them when that fails.
-    if [[ -n "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e '^lock$' -e '^partial$' -e '^auxfiles$')" ]]; then
+    if compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
         apt-get install "${apt_opts[@]}" "${PKGS[@]}" >"$STATE/apt.log" 2>&1 && rc=0
     fi
     if ((rc != 0)); then
@@ -133,7 +175,10 @@ ensure_packages() {
         apt-get update -q >>"$STATE/apt.log" 2>&1 # may warn about unreachable repos
         apt-get install "${apt_opts[@]}" "${PKGS[@]}" >>"$STATE/apt.log" 2>&1 && rc=0
     fi
-    ((made_policy)) && rm -f /usr/sbin/policy-rc.d
+    if ((made_policy)); then
+        rm -f /usr/sbin/policy-rc.d
+        trap - EXIT
+    fi
     if ((rc != 0)) || ! have_binaries; then
         tail -n 20 "$STATE/apt.log" >&2
         skip "could not install ${PKGS[*]} with apt-get (see $STATE/apt.log)"
@@ -193,8 +238,10 @@ SlurmctldLogFile=$STATE/slurmctld.log
 SlurmdLogFile=$STATE/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
-# no cgroups in the test VM/containers
-ProctrackType=proctrack/linuxproc
+# no cgroups (portable to containers). pgid, not linuxproc: linuxproc loses
+# track of processes re-parented to init (e.g. a background child of a batch
+# shell that already exited) and leaks them; pgid kills the job's process group.
+ProctrackType=${VAEINF_SLURM_PROCTRACK:-proctrack/pgid}
 TaskPlugin=task/none
 MpiDefault=none
 # no slurmdbd: squeue (with a large MinJobAge) is the job-status source
@@ -202,6 +249,9 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
+# react within ~1-2 s instead of the default 30/60 s scheduler passes
+SchedulerParameters=bf_interval=1,sched_interval=2
+MailProg=/bin/true
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=$def_mem
@@ -213,7 +263,7 @@ SlurmdParameters=config_overrides
 SlurmctldTimeout=30
 SlurmdTimeout=60
 InactiveLimit=0
-KillWait=3
+KillWait=${VAEINF_SLURM_KILLWAIT:-3}
 Waittime=0
 MessageTimeout=10
 NodeName=$node NodeAddr=127.0.0.1 NodeHostname=$node CPUs=$cpus RealMemory=$real_mem $gres_line State=UNKNOWN
@@ -224,6 +274,7 @@ EOF
     {
         echo "$MARKER"
         echo "AutoDetect=off"
+        # File= is what makes Slurm export CUDA_VISIBLE_DEVICES (gres index)
         for ((i = 0; i < NGPUS; i++)); do
             echo "NodeName=$node Name=gpu Type=fake File=${files[$i]}"
         done
@@ -269,7 +320,7 @@ dump_logs() {
 # ---------------------------------------------------------------- commands
 cmd_stop() {
     mkdir -p "$STATE"
-    local pidf pid name any=0
+    local pidf pid name i any=0 killed=()
     # Cancel jobs first while the daemons are still up, so that slurmstepd and
     # the job processes are cleaned up by Slurm itself.
     if [[ -f $STATE/slurmctld.pid ]] && is_ours "$(cat "$STATE/slurmctld.pid")" slurmctld; then
@@ -278,9 +329,10 @@ cmd_stop() {
         if [[ -n ${ids// /} ]]; then
             log "cancelling jobs: $ids"
             # shellcheck disable=SC2086
-            timeout 10 scancel $ids 2>/dev/null
+            # KILL right away: this is a teardown, no grace period (KillWait)
+            timeout 10 scancel --signal=KILL $ids 2>/dev/null
             local i
-            for ((i = 0; i < 100; i++)); do
+            for ((i = 0; i < 50; i++)); do # <= 10 s, the rest is killed below
                 [[ -z "$(timeout 5 squeue -h -o %A -t PD,R,S,CG,CF 2>/dev/null)" ]] && break
                 sleep 0.2
             done
@@ -293,15 +345,35 @@ cmd_stop() {
         if is_ours "$pid" "$name"; then
             log "stopping $name ($pid)"
             kill_pid "$pid" "$name"
+            killed+=("$pid")
             any=1
         fi
         rm -f "$pidf"
     done
-    # leftover job-step daemons of our slurmd (e.g. a job slurm could not kill)
-    for pid in $(our_stepds); do
-        log "killing leftover slurmstepd $pid"
-        kill_pid "$pid" slurmstepd
-    done
+    # Leftover job-step daemons of our slurmd (slurmctld/slurmd died or could
+    # not kill a job) and the job processes below them.
+    local stepds victims
+    stepds=$(our_stepds)
+    if [[ -n $stepds ]]; then
+        # shellcheck disable=SC2086
+        victims=$(descendants $stepds)
+        log "killing leftover slurmstepd $(echo $stepds) and job processes $(echo $victims)"
+        # shellcheck disable=SC2086
+        kill -TERM $stepds $victims 2>/dev/null
+        local left
+        for ((i = 0; i < 30; i++)); do
+            left=0
+            for pid in $stepds $victims; do alive "$pid" && left=1; done
+            ((left)) || break
+            sleep 0.1
+        done
+        for pid in $stepds $victims; do
+            alive "$pid" && kill -KILL "$pid" 2>/dev/null
+            killed+=("$pid")
+        done
+        any=1
+    fi
+    ((${#killed[@]})) && wait_reaped "${killed[@]}"
     rm -f "$STATE"/*.daemon.pid
     ((any)) && log "stopped" || log "nothing was running"
     return 0
@@ -327,6 +399,7 @@ cmd_start() {
         p=${p#/proc/}
         case "$(cat /proc/"$p"/comm 2>/dev/null)" in
         slurmctld | slurmd)
+            alive "$p" || continue # zombie waiting to be reaped by init
             is_ours "$p" "$(cat /proc/"$p"/comm)" || foreign+=" $p($(cat /proc/"$p"/comm))"
             ;;
         esac
@@ -382,9 +455,12 @@ cmd_start() {
         st=$(node_state "$node")
         case "$st" in
         idle | mixed | allocated) break ;;
-        down* | drain* | drained* | fail*)
-            if ((resumed < 3)) && is_ours "$(cat "$STATE/slurmd.pid")" slurmd; then
-                scontrol update nodename="$node" state=resume >/dev/null 2>&1 && resumed=$((resumed + 1))
+        inval*) break ;; # config/hardware mismatch: resume cannot fix it
+        down* | drain* | fail*)
+            # e.g. DOWN after an unclean previous run; try a few times
+            if ((resumed < 5)); then
+                scontrol update nodename="$node" state=resume >/dev/null 2>&1
+                resumed=$((resumed + 1))
             fi
             ;;
         esac
@@ -400,23 +476,30 @@ cmd_start() {
         sinfo -R >&2
         scontrol show node "$node" >&2
         dump_logs
-        die "node $node not idle after ${TIMEOUT}s (state: ${st:-unknown})"
+        die "node $node not usable (state: ${st:-unknown}; waited up to ${TIMEOUT}s)"
         ;;
     esac
     log "cluster up: node $node is $st"
     return 0
 }
 
+# status: exit 0 iff slurmctld and slurmd of this script are running.
 cmd_status() {
     echo "# state dir: $STATE"
-    local name pid
+    local name pid up=0
     for name in munged slurmctld slurmd; do
         pid=$(cat "$STATE/$name.pid" 2>/dev/null)
-        if is_ours "$pid" "$name"; then echo "# $name: running (pid $pid)"; else echo "# $name: not running"; fi
+        if is_ours "$pid" "$name"; then
+            echo "# $name: running (pid $pid)"
+            [[ $name == munged ]] || up=$((up + 1))
+        else
+            echo "# $name: not running"
+        fi
     done
-    command -v sinfo >/dev/null || return 0
+    ((up == 2)) || return 1
     timeout 10 sinfo 2>&1
     timeout 10 squeue --states=all 2>&1
+    return 0
 }
 
 cmd_env() {
@@ -424,7 +507,11 @@ cmd_env() {
     echo "export VAEINF_SLURM_NODE=$(node_name)"
 }
 
-exec 9>>"$STATE.lock" && flock -w 300 9 || true
+# Serialise concurrent invocations (e.g. parallel pytest workers). Best
+# effort: without write access to the lock file we run unlocked.
+if { exec 9>>"$STATE.lock"; } 2>/dev/null; then
+    flock -w 300 9 || true
+fi
 
 case "${1:-}" in
 start) cmd_start ;;

@@ -1,0 +1,31 @@
+"""Shared fixtures. Real MNIST comes from ``shared/data/binarized_mnist.npz`` beside the checkout
+(or ``$VAEINF_BINARIZED_MNIST_NPZ``); tests that need it skip with the reason when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_NPZ = REPO.parent / "shared" / "data" / "binarized_mnist.npz"
+
+
+def find_mnist_npz() -> Path | None:
+    env = os.environ.get("VAEINF_BINARIZED_MNIST_NPZ")
+    for p in (Path(env) if env else None, SHARED_NPZ):
+        if p is not None and p.is_file():
+            return p
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_npz() -> Path:
+    p = find_mnist_npz()
+    if p is None:
+        pytest.skip(
+            f"real binarized MNIST not found at {SHARED_NPZ} (nor $VAEINF_BINARIZED_MNIST_NPZ); "
+            "place the packed .npz there to run this test"
+        )
+    return p

@@ -1,0 +1,223 @@
+"""Training: determinism, kill-and-resume equivalence, SIGTERM checkpoints, the NaN guard, the
+Burda schedule, and one-line errors for bad input that leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from vaeinf import bounds
+from vaeinf.config import ConfigError, RunConfig, load_config
+from vaeinf.methods import NonFiniteLoss
+from vaeinf.train import CHECKPOINT, burda_schedule, learning_rates, train
+
+# Single-threaded subprocesses: the same config and seed must give identical bits on the CPU.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+SMALL = ["--set", "model.hidden=[32]", "--set", "model.latent=4", "--set", "train.batch_size=50"]
+
+
+def vaeinf(*args, check=True, **kw):
+    cmd = [sys.executable, "-m", "vaeinf.cli", *map(str, args)]
+    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, **kw)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stderr}")
+    return r
+
+
+def state(run: Path) -> dict:
+    return torch.load(run / "model.pt", weights_only=True)
+
+
+def assert_same_model(a: Path, b: Path) -> None:
+    sa, sb = state(a), state(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    la, lb = (pd.read_csv(p / "train_log.csv").drop(columns="seconds") for p in (a, b))
+    pd.testing.assert_frame_equal(la, lb)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 20-epoch run, trained in a subprocess like the resumed ones."""
+    run = tmp_path_factory.mktemp("ref") / "run"
+    vaeinf("train", "--out", run, "--set", "train.epochs=20", *SMALL)
+    return run
+
+
+def test_same_seed_same_result(reference, tmp_path):
+    vaeinf("train", "--out", tmp_path / "again", "--set", "train.epochs=20", *SMALL)
+    assert_same_model(reference, tmp_path / "again")
+
+
+def test_different_seed_differs(reference, tmp_path):
+    vaeinf("train", "--out", tmp_path / "s1", "--set", "train.epochs=20", "--set", "seed=1", *SMALL)
+    w = "decoder.net.0.weight"
+    assert not torch.equal(state(reference)[w], state(tmp_path / "s1")[w])
+
+
+def _log_rows(run: Path) -> int:
+    try:
+        return max(0, len((run / "train_log.csv").read_text().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.parametrize("after_epochs", [0, 5, 15])
+def test_sigkill_at_any_point_then_resume_is_identical(reference, tmp_path, after_epochs):
+    """SIGKILL before the first checkpoint, and mid-epoch after 5 and 15 finished epochs."""
+    run = tmp_path / "run"
+    args = ["train", "--out", run, "--set", "train.epochs=20", *SMALL]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "vaeinf.cli", *map(str, args)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and p.poll() is None:
+        if (run / "config.yaml").exists() and _log_rows(run) >= after_epochs:
+            break
+        time.sleep(0.01)
+    time.sleep(0.03)  # land inside the next epoch
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (run / "model.pt").exists(), "killed too late: the run had already finished"
+    vaeinf("train", "--out", run, "--set", "train.epochs=20", *SMALL)
+    assert_same_model(reference, run)
+
+
+def test_sigterm_checkpoints_mid_epoch_and_resumes_identically(reference, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--out", run, "--set", "train.epochs=20", *SMALL]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "vaeinf.cli", *map(str, args)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (run / CHECKPOINT).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert time.monotonic() - t0 < 5, "checkpoint on SIGTERM must take seconds"
+    assert p.returncode == 143, err
+    assert "checkpoint written" in err
+    ck = torch.load(run / CHECKPOINT, weights_only=False)
+    assert ck["batch"] > 0, "expected a mid-epoch checkpoint"
+    vaeinf("train", "--out", run, "--set", "train.epochs=20", *SMALL)
+    assert_same_model(reference, run)
+
+
+def test_nan_stops_loudly_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = load_config(None, {"train": {"epochs": 4, "batch_size": 100}})
+    real_loss, calls = bounds.loss, {"n": 0}
+    n_batches = 14  # 1397 digits / 100
+
+    def poisoned(model, x, K, objective, estimator):
+        calls["n"] += 1
+        loss, value = real_loss(model, x, K, objective, estimator)
+        if calls["n"] == n_batches * 2 + 3:  # epoch index 2, batch 2
+            loss = loss * float("nan")
+        return loss, value
+
+    monkeypatch.setattr(bounds, "loss", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"epoch 2 batch 2"):
+        train(cfg, tmp_path / "run", progress=False)
+    ck = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
+    assert ck["epoch"] == 2 and ck["batch"] == 0
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_cli_nan_error_is_one_line(tmp_path):
+    r = vaeinf(
+        "train",
+        "--out",
+        tmp_path / "run",
+        "--set",
+        "train.lr=1e30",
+        "--set",
+        "train.epochs=3",
+        check=False,
+    )
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert "non-finite training loss at epoch" in r.stderr, r.stderr
+
+
+def test_burda_schedule():
+    lrs = burda_schedule()
+    assert len(lrs) == 3280
+    assert lrs[0] == 1e-3 and lrs[1] == pytest.approx(1e-3 * 10 ** (-1 / 7))
+    assert lrs[1:4] == [lrs[1]] * 3 and lrs[-1] == pytest.approx(1e-4)
+    cfg = RunConfig()
+    cfg.train.schedule, cfg.train.epochs = "burda", None
+    assert learning_rates(cfg) == lrs
+
+
+BAD = [
+    (["--set", "train.epoch=3"], "unknown config key 'train.epoch'"),
+    (["--set", "K=five"], "config key 'K': expected int, got 'five'"),
+    (["--set", "K=0"], "config key 'K': 0 is out of range; must be >= 1"),
+    (
+        ["--set", "dataset=cifar"],
+        "unknown dataset 'cifar'; allowed: binarized_mnist, digits, mnist",
+    ),
+    (["--set", "method=vampprior"], "unknown method 'vampprior'; allowed:"),
+    (["--set", "estimator=reinforce"], "config key 'estimator': expected one of"),
+    (
+        ["--set", "method=vae", "--set", "estimator=dreg"],
+        "'dreg' is not available for method 'vae'",
+    ),
+    (["--set", "train.lr=-1"], "'train.lr': -1.0 is out of range"),
+    (["--set", "binarization=dynamic", "--set", "dataset=binarized_mnist"], "static"),
+    (["--set", "dataset=mnist", "--set", "data_dir=/nonexistent"], "/nonexistent"),
+    (["--config", "/nonexistent.yaml"], "config file '/nonexistent.yaml' does not exist"),
+    (["--set", "nonsense"], "expected KEY=VALUE"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "run"
+    r = vaeinf("train", "--out", out, *args, check=False)
+    assert r.returncode == 2
+    assert r.stderr.startswith("vaeinf: error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert message in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_config_file_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train: {epochs: [1, 2]}\n")
+    with pytest.raises(ConfigError, match="'train.epochs': expected int or null"):
+        load_config(p)
+    p.write_text("eval:\n  ks: [1, 0]\n")
+    with pytest.raises(ConfigError, match=r"'eval.ks\[1\]': 0 is out of range"):
+        load_config(p)
+    p.write_text("a: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+
+
+def test_changed_config_in_existing_run_dir_is_refused(reference, tmp_path):
+    run = tmp_path / "run"
+    vaeinf("train", "--out", run, "--set", "train.epochs=1", *SMALL)
+    r = vaeinf(
+        "train", "--out", run, "--set", "train.epochs=1", "--set", "K=7", *SMALL, check=False
+    )
+    assert r.returncode == 2 and "different config (differs in: K)" in r.stderr
