@@ -1,8 +1,9 @@
 """Command line: ``vaeinf train``, ``vaeinf evaluate``, ``vaeinf download``.
 
 Bad input (unknown key, wrong type, out-of-range value, unknown dataset/method/estimator,
-missing data) prints one line ``vaeinf: error: ...`` and exits with status 2, before anything is
-written. Training stopped by SIGTERM/SIGINT exits 143 after checkpointing; a non-finite loss exits 1.
+missing data) prints one line ``vaeinf: error: ...`` and exits with status 2, before anything
+is written. Training stopped by SIGTERM/SIGINT exits 143 after checkpointing; a non-finite
+loss exits 1.
 """
 
 from __future__ import annotations
