@@ -7,13 +7,14 @@ import math
 
 import pytest
 import torch
-from quadrature import exact_log_px, make_model, sample_data
 
 from vaeinf import bounds
 from vaeinf.config import RunConfig
 from vaeinf.data import load_dataset
 from vaeinf.evaluate import bound_curve, chunking, log_likelihood
 from vaeinf.methods import build_model
+
+from quadrature import exact_log_px, make_model, sample_data
 
 
 @pytest.fixture(scope="module")

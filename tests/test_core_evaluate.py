@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from quadrature import make_model
 from vaeinf.evaluate import active_units, mutual_information
 from vaeinf.methods.base import Posterior
+
+from quadrature import make_model
 
 
 class FixedGaussian(Posterior):
