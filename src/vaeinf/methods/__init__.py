@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from vaeinf.methods.autoregressive import AutoregressiveMethod
+from vaeinf.methods.avb import AVB
 from vaeinf.methods.base import Method, NonFiniteLoss, Posterior
+from vaeinf.methods.flow import FlowMethod
 from vaeinf.methods.gaussian import IWAE, VAE
+from vaeinf.methods.semi_amortized import SemiAmortizedMethod
 
 REGISTRY: dict[str, type[Method]] = {
     "vae": VAE,
     "iwae": IWAE,
+    "flow": FlowMethod,
+    "autoregressive": AutoregressiveMethod,
+    "avb": AVB,
+    "semi_amortized": SemiAmortizedMethod,
 }
 
 

@@ -142,15 +142,23 @@ class Method(nn.Module):
 
     # -- training hooks --------------------------------------------------------------------
     def make_optimizers(self, lr: float, betas: list[float], eps: float) -> list:
-        """Optimizers; the first one's learning rate follows the schedule."""
-        return [torch.optim.Adam(self.parameters(), lr=lr, betas=tuple(betas), eps=eps)]
+        """Optimizers; the first one's learning rate follows the schedule.
+
+        Adam uses its fused kernel (one pass per parameter instead of a dozen small ops; the
+        same update up to float rounding) on CPU and CUDA: about 10% off the K = 1 IWAE step
+        on 2 CPU threads (``python -m vaeinf.bench``).
+        """
+        params = list(self.parameters())
+        fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
+        return [torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, fused=fused)]
 
     def train_step(self, x: Tensor, K: int, estimator: str, optimizers: list) -> Tensor:
         """One gradient step on the batch x (B, D_x); returns the batch's mean bound (detached).
 
         Raises :class:`NonFiniteLoss` before stepping when the loss is NaN or inf.
         """
-        loss, bound = bounds.loss(self, x, K, self.objective, estimator)
+        loss_fn = bounds.compiled_loss() if self.cfg.train.compile else bounds.loss
+        loss, bound = loss_fn(self, x, K, self.objective, estimator)
         check_finite(loss)
         opt = optimizers[0]
         opt.zero_grad(set_to_none=True)

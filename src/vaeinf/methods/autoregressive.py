@@ -1,0 +1,216 @@
+"""Inverse autoregressive flow posterior over MADE (`autoregressive`).
+
+Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling (2016), "Improved Variational Inference
+with Inverse Autoregressive Flow", NeurIPS, Algorithm 1: the encoder outputs (mu, sigma, h) from x;
+z_0 = mu + sigma * eps; then for t = 1..T
+
+    [m_t, s_t] = AutoregressiveNN_t(z_{t-1}, h),   sigma_t = sigmoid(s_t),
+    z_t = sigma_t * z_{t-1} + (1 - sigma_t) * m_t,                 log |det| = sum_i log sigma_t,i
+
+so log q(z_T|x) = -sum_i (eps_i^2 / 2 + log sigma_i + log(2 pi) / 2) - sum_t sum_i log sigma_t,i.
+Output i of AutoregressiveNN_t depends only on the inputs before i in step t's order, so the
+Jacobian of each step is triangular; the order is reversed between steps.
+
+The autoregressive networks are MADE (Germain, Gregor, Murray & Larochelle 2015, "MADE: Masked
+Autoencoder for Distribution Estimation", ICML) as implemented by ``zuko`` (Rozet et al.):
+:class:`zuko.flows.autoregressive.MaskedAutoregressiveTransform` with the context h appended to
+every MADE's input and Kingma et al.'s gated update as its univariate transform. Its forward call
+(one MADE pass per step) is the IAF sampling direction and returns the log-determinant with the
+sample, so sampling with log q costs one pass per step; log q at an arbitrary z (the mutual
+information) needs zuko's inverse, D sequential passes per step.
+
+Why zuko rather than a hand-written MADE: its masks and inverse are maintained and tested, and it
+gives the log-determinant with each sample at no extra pass. The price, measured against a
+hand-written MADE that adds the context's first-layer term once per point instead of appending
+h to every sample's input: a whole training step of this method on binarized MNIST (Burda's
+net, batch 100, 1 CPU thread) took 16.1 vs 14.7 ms at K = 1 and 41.3 vs 35.8 ms at K = 5, i.e.
+10-15% slower.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Transform, constraints
+from zuko.flows.autoregressive import MaskedAutoregressiveTransform
+
+from vaeinf.config import ConfigError
+from vaeinf.methods.base import Method, Posterior
+from vaeinf.nets import mlp
+
+#: Rows (samples x points) per chunk of :meth:`IAFPosterior.log_prob`.
+LOG_PROB_ROWS = 65536
+
+#: Added to s_t so that sigma_t = sigmoid(s_t + 1) starts near 0.73: each step starts close to the
+#: identity, the "forget gate bias" Kingma et al. (2016, Sec. 4) recommend.
+GATE_BIAS = 1.0
+
+
+@dataclasses.dataclass
+class AutoregressiveOptions:
+    """``method_options`` of `autoregressive`.
+
+    objective: the bound trained, L_K ("iwae") or the K-sample ELBO ("elbo").
+    steps: the number of IAF steps T.
+    made_hidden: hidden widths of each MADE; null: two layers as wide as the encoder's last.
+    """
+
+    objective: Literal["iwae", "elbo"] = "iwae"
+    steps: int = 2
+    made_hidden: list[int] | None = None
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ConfigError(
+                f"config key 'method_options.steps': {self.steps!r} is out of range; must be >= 1"
+            )
+        for i, h in enumerate(self.made_hidden or []):
+            if h < 1:
+                raise ConfigError(
+                    f"config key 'method_options.made_hidden[{i}]': {h!r} is out of range; "
+                    "must be >= 1"
+                )
+
+
+class GatedAffineTransform(Transform):
+    """y = sigma * x + (1 - sigma) * m, sigma = sigmoid(s + GATE_BIAS), elementwise.
+
+    Kingma et al. (2016), Algorithm 1 (the numerically stable "LSTM-type" IAF update). zuko builds
+    one per MADE output with (m, s) of shape (..., D); log |dy/dx| = log sigma.
+    """
+
+    domain = constraints.real
+    codomain = constraints.real
+    bijective = True
+    sign = +1
+
+    def __init__(self, m: Tensor, s: Tensor, **kwargs):
+        super().__init__(**kwargs)
+        self.m = m
+        self.log_sigma = F.logsigmoid(s + GATE_BIAS)
+        self.sigma = torch.exp(self.log_sigma)
+
+    def _call(self, x: Tensor) -> Tensor:
+        return self.sigma * x + (1 - self.sigma) * self.m
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return (y - (1 - self.sigma) * self.m) / self.sigma
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.log_sigma.expand(x.shape)
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._call(x), self.log_sigma.expand(x.shape)
+
+
+def iaf_step(latent: int, context: int, hidden: list[int], reverse: bool) -> nn.Module:
+    """One IAF step: a zuko MADE over ``latent`` features conditioned on ``context`` features,
+    order 0..D-1 (or reversed), ELU hidden units (as Kingma et al. 2016), gated update.
+
+    ``step(h)`` is a transform whose forward is z_{t-1} -> z_t; ``.call_and_ladj(z)`` returns
+    z_t and log |det dz_t/dz_{t-1}| summed over the last dimension.
+    """
+    order = torch.arange(latent)
+    return MaskedAutoregressiveTransform(
+        features=latent,
+        context=context,
+        order=order.flip(0) if reverse else order,
+        univariate=GatedAffineTransform,
+        shapes=((), ()),
+        hidden_features=list(hidden),
+        activation=nn.ELU,
+    )
+
+
+class IAFPosterior(Posterior):
+    """q_T(z|x) of Kingma et al. (2016), Algorithm 1, with the encoder's last hidden layer as the
+    context h. Shapes: x (B, D_x), h (B, H), z (K, B, D)."""
+
+    def __init__(
+        self,
+        dim: int,
+        latent: int,
+        hidden: list[int],
+        activation: str,
+        steps: int,
+        made_hidden: list[int],
+    ):
+        super().__init__()
+        self.features = mlp([dim, *hidden], activation, final_activation=True)
+        self.base_head = nn.Linear(hidden[-1], 2 * latent)
+        self.steps = nn.ModuleList(
+            iaf_step(latent, hidden[-1], made_hidden, reverse=t % 2 == 1) for t in range(steps)
+        )
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """mu, log sigma (B, D) and the context h (B, H)."""
+        h = self.features(x)  # (B, H)
+        mu, log_var = self.base_head(h).chunk(2, dim=-1)
+        return mu, 0.5 * log_var, h
+
+    def rsample_and_log_prob(self, x, K, stop_param_grad=False):
+        if stop_param_grad:
+            raise NotImplementedError("the IAF posterior supports the standard estimator only")
+        mu, log_sigma, h = self.encode(x)
+        eps = torch.randn((K, *mu.shape), dtype=mu.dtype, device=mu.device)  # (K, B, D)
+        z = mu + torch.exp(log_sigma) * eps  # (K, B, D)
+        log_q = -0.5 * (eps * eps).sum(-1) - log_sigma.sum(-1) - _half_log_2pi(mu)  # (K, B)
+        for step in self.steps:
+            z, log_det = step(h).call_and_ladj(z)  # (K, B, D), (K, B); h broadcast over K
+            log_q = log_q - log_det
+        return z, log_q
+
+    def log_prob(self, z: Tensor, x: Tensor) -> Tensor:
+        """log q_T(z|x) at given z (K, B, D) by inverting the steps: zuko's inverse takes D
+        sequential MADE passes per step (exact for an autoregressive transform), so this costs
+        about D times a sampling pass. Rows are processed in chunks of ``LOG_PROB_ROWS``
+        (bounded memory)."""
+        mu, log_sigma, h = self.encode(x)
+        chunk = max(1, LOG_PROB_ROWS // max(1, z.shape[1]))
+        return torch.cat([self._log_prob(zc, mu, log_sigma, h) for zc in z.split(chunk)])
+
+    def _log_prob(self, z: Tensor, mu: Tensor, log_sigma: Tensor, h: Tensor) -> Tensor:
+        log_det_sum = 0.0
+        for step in reversed(self.steps):
+            t = step(h)
+            z_prev = t.inv(z)
+            log_det_sum = log_det_sum + t.log_abs_det_jacobian(z_prev, z)  # (k, B)
+            z = z_prev
+        eps = (z - mu) * torch.exp(-log_sigma)
+        log_q0 = -0.5 * (eps * eps).sum(-1) - log_sigma.sum(-1) - _half_log_2pi(mu)
+        return log_q0 - log_det_sum
+
+
+def _half_log_2pi(mu: Tensor) -> float:
+    return 0.5 * mu.shape[-1] * math.log(2 * math.pi)
+
+
+class AutoregressiveMethod(Method):
+    """`autoregressive`: the IAF posterior (Kingma et al. 2016) over zuko's MADE, trained on L_K
+    by default (``method_options.objective``)."""
+
+    name = "autoregressive"
+    Options = AutoregressiveOptions
+    estimators = ("standard",)
+
+    def __init__(self, cfg, dim, train_mean):
+        super().__init__(cfg, dim, train_mean)
+        self.objective = self.options.objective
+        # Per (sample, point) row and step: the MADE input (D + H), its hidden pre- and
+        # post-activations, its 2D outputs and a few D-sized temporaries, in float32.
+        h = cfg.model.resolved().hidden[-1]
+        made = self._made_hidden(h)
+        per_step = self.latent + h + 2 * sum(made) + 6 * self.latent
+        self.eval_bytes_per_sample = 4 * self.options.steps * per_step
+
+    def _made_hidden(self, h: int) -> list[int]:
+        return self.options.made_hidden or [h, h]
+
+    def build_posterior(self, dim, latent, hidden, activation):
+        o = self.options
+        return IAFPosterior(dim, latent, hidden, activation, o.steps, self._made_hidden(hidden[-1]))
