@@ -66,6 +66,7 @@ class EvalConfig:
     active_threshold: float = 0.01
     collapse_threshold: float = 0.01
     moment_samples: int = 100
+    mi_points: int = 2000
     n_images: int = 16
     n_prior_samples: int = 64
 
@@ -227,6 +228,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_positive("eval.memory_mb", cfg.eval.memory_mb)
     _check_positive("eval.max_points", cfg.eval.max_points)
     _check_positive("eval.moment_samples", cfg.eval.moment_samples)
+    _check_positive("eval.mi_points", cfg.eval.mi_points, 2)
     # The method checks its own options and whether it supports the estimator.
     REGISTRY[cfg.method].check_config(cfg)
     return cfg

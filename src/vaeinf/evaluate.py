@@ -23,7 +23,6 @@ from vaeinf.results import atomic_write_bytes, write_metrics
 from vaeinf.train import TRAIN_LOG, load_trained
 
 SAMPLES = "samples.npz"
-MI_POINTS = 2000
 
 
 def bytes_per_row(model: Method) -> int:
@@ -203,7 +202,7 @@ def evaluate(run_dir: str | Path, memory_mb: float | None = None) -> dict:
     means = posterior_means(model, x_test, ev.moment_samples)
     recon, arrays = reconstructions(model, x_test, ev.n_images, ev.n_prior_samples)
     coll = collapse(model, x_test, ev.moment_samples, ev.collapse_threshold)
-    coll["mutual_information"] = mutual_information(model, x_test[:MI_POINTS], memory_mb)
+    coll["mutual_information"] = mutual_information(model, x_test[: ev.mi_points], memory_mb)
     wall["diagnostics"] = time.perf_counter() - t
 
     nll = test_curve[ev.nll_k]
