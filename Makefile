@@ -1,5 +1,5 @@
 # Two entry points for a fresh clone (see README):
-#   make study   run the default study (digits, CPU, minutes)
+#   make study   run the default study with Snakemake (digits, CPU, minutes)
 #   make test    run the test suite
 # Both create .venv first when needed. torch==2.13.0 is installed on its own before the project,
 # so that pip never resolves the project's torch range to a different (CUDA) build by itself.
@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[workflow,dev]"
 	touch $(STAMP)
 
+# The default study (config/config.yaml) end to end: every run, the aggregate tables, figures
+# and paper inputs, the manuscript check, and the rendered paper when Quarto is on PATH.
 study: $(STAMP)
-	$(VENV)/bin/vaeinf train --out results/digits/iwae/k5/seed0 --no-progress
-	$(VENV)/bin/vaeinf evaluate --run results/digits/iwae/k5/seed0
+	$(VENV)/bin/snakemake --cores $(CORES)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,0 +1,44 @@
+# vaeinf: the study of inference in variational autoencoders, from raw runs to the paper.
+#
+#   snakemake --cores all                  the default study (config/config.yaml) on this machine
+#   snakemake --profile slurm              the same on a Slurm cluster (profiles/slurm/)
+#   snakemake --cores all --configfile config/mnist.yaml    the full MNIST study
+#
+# Results-path convention (one run = one target, so one run can be rebuilt alone):
+#
+#   results/{dataset}/{method}/k{K}/seed{seed}/   config.yaml, checkpoint.pt, train_log.csv,
+#                                                 model.pt, metrics.json, samples.npz
+#   logs/{dataset}/{method}/k{K}/seed{seed}/      train.log, evaluate.log
+#   benchmarks/{dataset}/{method}/k{K}/seed{seed}/  train.tsv, evaluate.tsv
+#   results/summary.csv, bounds.csv, per_dim.csv  every run's metrics, tidy (rule aggregate)
+#   paper/_generated/{tables,figures}/, paper/_generated/setup.md, paper/_variables.yml
+#   paper/_output/index.{html,pdf}                the rendered paper (rule paper, needs Quarto)
+#
+# Wildcards are constrained to vaeinf's registries (datasets, methods); K and seed are integers.
+# Stages live in workflow/rules/, input functions in workflow/rules/common.smk, all logic in
+# src/vaeinf (study, aggregate, figures, manuscript).
+
+
+from snakemake.utils import validate
+
+# The default study; a --configfile replaces it (no key of the default leaks into another study).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/paper.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_targets(),

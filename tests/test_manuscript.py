@@ -1,0 +1,107 @@
+"""The manuscript check (vaeinf.manuscript): what it accepts and each problem it reports, on
+small synthetic papers; and the setup section generated from the configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vaeinf.manuscript import ManuscriptError, check, main, setup_markdown
+
+REPO = Path(__file__).resolve().parents[1]
+
+QMD = """---
+title: A test
+bibliography: refs.bib
+---
+
+# Intro {#sec-intro}
+
+The best method is {{< var result.best >}} (@fig-a, @tbl-b, @eq-c) [@burda2016].
+
+{{< include _generated/table.md >}}
+
+: A table {#tbl-b}
+
+![A figure](_generated/a.png){#fig-a}
+
+$$ a = b $$ {#eq-c}
+"""
+
+
+def make_paper(root: Path, qmd: str = QMD) -> Path:
+    (root / "_generated").mkdir(parents=True)
+    (root / "_quarto.yml").write_text("project:\n  render: [index.qmd]\n")
+    (root / "index.qmd").write_text(qmd)
+    (root / "refs.bib").write_text("@article{burda2016,\n  title = {IWAE},\n  year = {2016}\n}\n")
+    (root / "_variables.yml").write_text("result:\n  best: iwae\n")
+    (root / "_generated/table.md").write_text("| a | b |\n|---|--:|\n| 1 | 2 |\n")
+    (root / "_generated/a.png").write_bytes(b"\x89PNG")
+    return root
+
+
+def test_a_complete_paper_passes(tmp_path):
+    summary = check(make_paper(tmp_path))
+    assert summary["cross_references"] == ["eq-c", "fig-a", "tbl-b"]
+    assert summary["citations"] == ["burda2016"]
+    assert summary["variables_used"] == ["result.best"]
+    assert main(["check", str(tmp_path)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda p: (p / "_generated/a.png").unlink(), "figure file '_generated/a.png'"),
+        (lambda p: (p / "_variables.yml").write_text("result: {}\n"), "undefined variable"),
+        (lambda p: (p / "_generated/table.md").unlink(), "include '_generated/table.md'"),
+        (lambda p: (p / "refs.bib").write_text(""), "citation '@burda2016'"),
+        (lambda p: _edit(p, "(@fig-a,", "(@fig-zz, @fig-a,"), "'@fig-zz' has no label"),
+        (lambda p: _edit(p, "@tbl-b, ", ""), "'tbl-b' is never cross-referenced"),
+        (lambda p: _edit(p, "{#eq-c}", "{#fig-a}"), "'@eq-c' has no label"),
+        (lambda p: _edit(p, "# Intro", "{{< meta x >}}\n\n# Intro"), "shortcode 'meta'"),
+    ],
+)
+def test_each_problem_is_reported(tmp_path, breakage, message):
+    paper = make_paper(tmp_path)
+    breakage(paper)
+    with pytest.raises(ManuscriptError, match=message):
+        check(paper)
+    assert main(["check", str(paper)]) == 1
+
+
+def _edit(paper: Path, old: str, new: str) -> None:
+    qmd = paper / "index.qmd"
+    text = qmd.read_text()
+    assert old in text
+    qmd.write_text(text.replace(old, new, 1))
+
+
+def test_variables_in_included_files_are_resolved(tmp_path):
+    paper = make_paper(tmp_path)
+    (paper / "_generated/table.md").write_text("Text {{< var result.missing >}}.\n")
+    with pytest.raises(ManuscriptError, match="undefined variable 'result.missing'"):
+        check(paper)
+
+
+def test_the_paper_uses_only_known_labels_and_references():
+    """The real paper, minus its generated inputs: every problem left is a missing input."""
+    try:
+        check(REPO / "paper")
+    except ManuscriptError as e:
+        problems = str(e).splitlines()[1:]
+        allowed = ("include '_generated/", "figure file '_generated/", "_variables.yml")
+        unexpected = [p for p in problems if not any(a in p for a in allowed)]
+        assert not unexpected, unexpected
+
+
+@pytest.mark.parametrize("config", ["config/config.yaml", "config/mnist.yaml"])
+def test_setup_section_describes_the_config(config):
+    cfg = {"method_overrides": {}, **yaml.safe_load((REPO / config).read_text())}
+    text = setup_markdown(cfg)
+    n = len(cfg["datasets"]) * len(cfg["methods"]) * len(cfg["Ks"]) * len(cfg["seeds"])
+    assert f"{n} training runs" in text
+    assert all(m in text for m in cfg["methods"])
+    if "mnist" in config:
+        assert "@burda2016" in text and "hidden layers of 200 and 200 units" in text

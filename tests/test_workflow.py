@@ -1,0 +1,377 @@
+"""The Snakemake study: lint and format, the DAG of both configs, config validation, the study
+helpers, and one real end-to-end run of a tiny config (every rule, every figure, the manuscript
+check) with the rerun and rebuild paths the README documents.
+
+Every Snakemake call runs in a copy of the workflow in a temporary directory, laid out like a
+fresh clone, so the repository's own results/ are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vaeinf import study
+from vaeinf.aggregate import TABLES, mean_sd, paper_variables, pivot_table
+from vaeinf.cli import _parse_set
+from vaeinf.config import RunConfig, TrainConfig
+from vaeinf.figures import FIGURES
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = BIN / "snakemake"
+TINY = "tests/config/tiny.yaml"
+RUN = "results/digits/iwae/k5/seed0"
+HAS_QUARTO = shutil.which("quarto") is not None
+
+pytestmark = pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed")
+
+
+def make_tree(dest: Path) -> Path:
+    """Copy what a fresh clone has of the workflow (no results) into ``dest``."""
+    ignore = shutil.ignore_patterns("__pycache__", "_generated", "_output", ".quarto")
+    for name in ("Snakefile", "environment.yml"):
+        shutil.copy2(REPO / name, dest / name)
+    for name in ("workflow", "config", "profiles"):
+        shutil.copytree(REPO / name, dest / name, ignore=ignore)
+    (dest / "slurm").symlink_to(os.readlink(REPO / "slurm"))
+    (dest / "paper").mkdir()
+    for name in ("index.qmd", "_quarto.yml", "references.bib"):
+        shutil.copy2(REPO / "paper" / name, dest / "paper" / name)
+    (dest / "tests" / "config").mkdir(parents=True)
+    shutil.copy2(REPO / TINY, dest / TINY)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def stub_bin(tmp_path_factory) -> Path:
+    """A folder with a ``scontrol`` that fails at once, first on the jobs' PATH.
+
+    The Slurm executor plugin runs ``scontrol show config`` whenever Snakemake starts; with a
+    Slurm client installed but no controller running (as the Slurm tests leave this machine)
+    that call waits 10 s for its timeout. Local execution never needs it.
+    """
+    d = tmp_path_factory.mktemp("stub_bin")
+    if shutil.which("scontrol"):
+        (d / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+        (d / "scontrol").chmod(0o755)
+    return d
+
+
+_STUB: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _use_stub(stub_bin):
+    _STUB[:] = [stub_bin]
+
+
+def snakemake(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "VAEINF_BINARIZED_MNIST_NPZ"}
+    env["PATH"] = os.pathsep.join([*map(str, _STUB), str(BIN), env.get("PATH", "")])
+    return subprocess.run(
+        [str(SNAKEMAKE), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The first 'Job stats' table Snakemake printed: {rule: count}."""
+    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+(\d+)", output, re.S)
+    if m is None:
+        return {}
+    stats = {}
+    for line in m[1].splitlines():
+        rule, count = line.split()
+        stats[rule] = int(count)
+    stats["total"] = int(m[2])
+    return stats
+
+
+def expected(n_runs: int, downloads: int = 0) -> dict[str, int]:
+    stats = {
+        "train": n_runs,
+        "evaluate": n_runs,
+        "aggregate": 1,
+        "tables": 1,
+        "figure": len(FIGURES),
+        "variables": 1,
+        "setup": 1,
+        "check_manuscript": 1,
+        "all": 1,
+    }
+    if downloads:
+        stats["download"] = downloads
+    if HAS_QUARTO:
+        stats["paper"] = 1
+    stats["total"] = sum(stats.values())
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Lint and format
+
+
+def test_snakefmt_check():
+    snakefmt = BIN / "snakefmt"
+    if not snakefmt.exists():
+        pytest.skip("snakefmt is not installed")
+    r = subprocess.run(
+        [str(snakefmt), "--check", "Snakefile", "workflow"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_ruff_workflow_files():
+    ruff = BIN / "ruff"
+    if not ruff.exists():
+        pytest.skip("ruff is not installed")
+    files = [
+        "workflow/scripts",
+        "src/vaeinf/study.py",
+        "src/vaeinf/aggregate.py",
+        "src/vaeinf/figures.py",
+        "src/vaeinf/manuscript.py",
+        "tests/test_workflow.py",
+        "tests/test_manuscript.py",
+    ]
+    for args in (["check"], ["format", "--check"]):
+        r = subprocess.run([str(ruff), *args, *files], cwd=REPO, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_snakemake_lint(tmp_path):
+    r = snakemake(make_tree(tmp_path), "--lint")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Congratulations, your workflow is in a good condition!" in r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The DAG of both configs
+
+
+def test_dry_run_default_config(tmp_path):
+    r = snakemake(make_tree(tmp_path), "--dry-run", "--quiet", "rules")
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    assert len(cfg["methods"]) == 6 and cfg["Ks"] == [1, 5, 10, 25, 50]
+    assert job_stats(r.stdout + r.stderr) == expected(30)  # 6 methods x 5 Ks x 1 seed
+
+
+def test_slurm_profile_from_the_root(tmp_path):
+    """`snakemake --profile slurm` resolves the profile (the root's slurm symlink) and plans the
+    default study for the Slurm executor."""
+    assert (REPO / "slurm").is_symlink() and (REPO / "slurm/profile.yaml").is_file()
+    r = snakemake(make_tree(tmp_path), "--profile", "slurm", "--dry-run", "--quiet", "rules")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Using profile slurm" in r.stderr
+    assert job_stats(r.stdout + r.stderr) == expected(30)
+    profile = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())
+    assert profile["executor"] == "slurm" and profile["retries"] >= 1
+    assert profile["rerun-incomplete"] is True and profile["latency-wait"] >= 30
+
+
+def test_dry_run_mnist_config(tmp_path):
+    r = snakemake(
+        make_tree(tmp_path), "--dry-run", "--quiet", "rules", "--configfile", "config/mnist.yaml"
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    # 2 datasets x 6 methods x 3 Ks x 3 seeds; one download per dataset (no data/ here)
+    assert job_stats(r.stdout + r.stderr) == expected(108, downloads=2)
+    cfg = yaml.safe_load((REPO / "config/mnist.yaml").read_text())
+    assert cfg["run"]["model"]["preset"] == "burda1"
+    assert cfg["run"]["train"]["schedule"] == "burda"
+    assert cfg["run"]["eval"]["nll_k"] == 5000
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    tree = make_tree(tmp_path)
+    (tree / "bad.yaml").write_text("datasets: [digits]\nmethods: [vae]\nKs: [0, 5]\n")
+    r = snakemake(tree, "--cores", "1", "--configfile", "bad.yaml")
+    assert r.returncode != 0
+    assert "instance['Ks'][0]" in r.stderr and "minimum of 1" in r.stderr
+    assert not (tree / "results").exists() and not (tree / "logs").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Study helpers (no Snakemake)
+
+
+def _tiny() -> dict:
+    cfg = yaml.safe_load((REPO / TINY).read_text())
+    return {"method_overrides": {}, "dataset_overrides": {}, **cfg}
+
+
+def test_run_overrides_and_set_args_round_trip():
+    cfg = _tiny() | {"method_overrides": {"iwae": {"train": {"lr": 5e-4}}}}
+    over = study.run_overrides(cfg, "digits", "iwae", 5, 0)
+    assert over["train"] == {"epochs": 2, "val_points": 100, "checkpoint_every": 1,
+                             "device": "cpu", "lr": 5e-4}  # fmt: skip
+    assert over["eval"]["ks"] == [1, 5, 20]  # every grid K is evaluated
+    assert (over["dataset"], over["method"], over["K"], over["seed"]) == ("digits", "iwae", 5, 0)
+    args = study.set_args(over)
+    assert _parse_set(args[1::2]) == over  # what `vaeinf train --set` reads back
+    assert study.resolved_run_config(over).train.lr == 5e-4
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"methods": ["vae", "nope"]}, "key 'methods[1]': unknown method 'nope'"),
+        ({"run": {"train": {"epochs": 0}}}, "config key 'train.epochs'"),
+        ({"run": {"K": 3}}, "key 'run.K' is set by the grid"),
+        (
+            {"method_overrides": {"iwae": {"model": {"width": 3}}}},
+            "unknown config key 'model.width'",
+        ),
+        ({"dataset_overrides": {"nope": {}}}, "key 'dataset_overrides.nope'"),
+    ],
+)
+def test_check_study_names_the_key(change, message):
+    with pytest.raises(study.StudyError, match=re.escape(message)):
+        study.check_study(_tiny() | change)
+
+
+def test_stale_files_resume_or_restart(tmp_path):
+    cfg = RunConfig(train=TrainConfig(epochs=3))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save({"epoch": 1}, ckpt)
+    # an interrupted training resumes, on the first attempt and on retries
+    assert study.stale_files(tmp_path, cfg, attempt=1) == ([], "")
+    torch.save({"epoch": 3}, ckpt)
+    # a finished one: a retry (after a failure past training) resumes; a new job starts afresh
+    assert study.stale_files(tmp_path, cfg, attempt=2) == ([], "")
+    assert study.stale_files(tmp_path, cfg, attempt=1)[0] == [ckpt]
+    # a config.yaml from a vaeinf without some (default-valued) key is the same run
+    old = cfg.to_dict()
+    del old["eval"]["active_threshold"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert study.stale_files(tmp_path, cfg, attempt=2) == ([], "")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == cfg.to_dict()
+    # a changed config always starts afresh
+    other = RunConfig(K=7, train=cfg.train)
+    assert sorted(study.stale_files(tmp_path, other, attempt=2)[0]) == sorted(
+        [tmp_path / "config.yaml", ckpt]
+    )
+
+
+def test_tables_and_variables_from_a_summary():
+    import pandas as pd
+
+    rows = [
+        {
+            "dataset": "digits",
+            "method": m,
+            "K": k,
+            "seed": s,
+            "nll": 30 - k / 10 - s / 100,
+            "active_units": 3,
+            "sec_per_epoch": 0.1 * k,
+            "bound_gap": 1 / k,
+            "kl_total": 1.0,
+            "mutual_information": 0.5,
+            "latent": 8,
+            "nll_k": 1000,
+        }  # fmt: skip
+        for m in ("vae", "iwae")
+        for k in (1, 5)
+        for s in (0, 1)
+    ]
+    summary = pd.DataFrame(rows)
+    assert mean_sd(pd.Series([1.0, 2.0])) == "1.50 ± 0.71"
+    assert mean_sd(pd.Series([1.0])) == "1.00"
+    table = pivot_table(summary, "nll", 2, ["iwae", "vae"])
+    assert table.splitlines()[0] == "| Method | K = 1 | K = 5 |"
+    assert table.splitlines()[2].startswith("| iwae | 29.89 ± 0.01 | 29.49 ± 0.01 |")
+    cfg = {"datasets": ["digits"], "methods": ["vae", "iwae", "flow"], "Ks": [1, 5],
+           "seeds": [0, 1], "run": {}}  # fmt: skip
+    v = paper_variables(summary, cfg)
+    assert v["study"]["spread"] == "mean ± s.d. over 2 seeds"
+    assert v["result"]["iwae_gain"] == "0.40" and v["result"]["time_ratio"] == "5.0"
+    assert v["study"]["n_runs"] == 12  # from the config, not the rows present
+    yaml.safe_dump(v)  # plain Python types only
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end
+
+
+def test_end_to_end_tiny_study(tmp_path):
+    """Every rule on the tiny config; then one run alone, forced, and a rebuild from raw runs."""
+    tree = make_tree(tmp_path)
+    tiny = ("--configfile", TINY)  # last: --configfile takes every argument after it
+
+    r = snakemake(tree, "--cores", "2", *tiny)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert job_stats(r.stderr) == expected(4)
+    summary = tree / "results/summary.csv"
+    assert len(summary.read_text().splitlines()) == 1 + 4
+    for name in FIGURES:
+        for ext in ("png", "pdf"):
+            assert (tree / f"paper/_generated/figures/{name}.{ext}").stat().st_size > 1000
+    for name in TABLES:
+        assert (tree / f"paper/_generated/tables/{name}.md").read_text().startswith("| ")
+    variables = yaml.safe_load((tree / "paper/_variables.yml").read_text())
+    assert variables["study"]["n_runs"] == 4 and variables["result"]["best_method"] in (
+        "vae",
+        "iwae",
+    )
+    report = (tree / "paper/_generated/manuscript-check.txt").read_text()
+    assert report.startswith("manuscript check: OK")
+    if not HAS_QUARTO:
+        assert "Rendering the paper (HTML and PDF) needs Quarto" in r.stderr
+    for name in ("train.tsv", "evaluate.tsv"):
+        assert (tree / "benchmarks/digits/iwae/k5/seed0" / name).exists()
+    for name in ("train.log", "evaluate.log"):
+        assert (tree / "logs/digits/iwae/k5/seed0" / name).exists()
+
+    # One run alone: built already, so a second call does nothing ...
+    target = f"{RUN}/metrics.json"
+    r = snakemake(tree, "--cores", "2", target, *tiny)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "Nothing to be done" in r.stdout + r.stderr
+    # ... and forcing it reruns that run's training and evaluation, nothing else.
+    old = json.loads((tree / target).read_text())["provenance"]["wall_seconds"]["total"]
+    r = snakemake(tree, "--cores", "2", "--forceall", target, *tiny)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert job_stats(r.stderr) == {"train": 1, "evaluate": 1, "total": 2}
+    assert "the training is rerun" in (tree / "logs/digits/iwae/k5/seed0/train.log").read_text()
+    new = json.loads((tree / target).read_text())["provenance"]["wall_seconds"]["total"]
+    assert new != old
+
+    # Paper from raw runs: without the aggregates and figures, a rerun rebuilds them (and picks
+    # up the rerun run) without training or evaluating anything.
+    for name in ("summary", "bounds", "per_dim"):
+        (tree / f"results/{name}.csv").unlink()
+    shutil.rmtree(tree / "paper/_generated")
+    (tree / "paper/_variables.yml").unlink()
+    r = snakemake(tree, "--cores", "2", *tiny)
+    assert r.returncode == 0, r.stderr[-4000:]
+    stats = job_stats(r.stderr)
+    assert "train" not in stats and "evaluate" not in stats
+    assert stats == {k: v for k, v in expected(4).items() if k not in ("train", "evaluate")} | {
+        "total": expected(4)["total"] - 8
+    }
+    assert (tree / "paper/_generated/manuscript-check.txt").exists()
+    import pandas as pd
+
+    s = pd.read_csv(summary)
+    row = s[(s["method"] == "iwae") & (s["K"] == 5)]
+    assert row["eval_seconds"].iloc[0] == pytest.approx(new, rel=1e-5)

@@ -1,0 +1,75 @@
+# Aggregation, tables and figures: cheap, from the runs' metrics.json and samples.npz only, so
+# a change here never retrains or re-evaluates. Each figure is its own job. The library module
+# that draws them is an input, so editing it redraws them.
+
+
+localrules:
+    aggregate,
+    tables,
+    figure,
+    variables,
+
+
+rule aggregate:
+    input:
+        metrics=get_all_metrics,
+        code=library("aggregate"),
+    output:
+        summary="results/summary.csv",
+        bounds="results/bounds.csv",
+        per_dim="results/per_dim.csv",
+    log:
+        "logs/aggregate.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/aggregate.py"
+
+
+rule tables:
+    input:
+        summary="results/summary.csv",
+        code=library("aggregate"),
+    output:
+        **{name: f"{GEN}/tables/{name}.md" for name in TABLES},
+    log:
+        "logs/tables.log",
+    conda:
+        CONDA_ENV
+    params:
+        methods=config["methods"],
+    script:
+        "../scripts/tables.py"
+
+
+rule figure:
+    input:
+        unpack(get_figure_inputs),
+    output:
+        png=f"{GEN}/figures/{{figure}}.png",
+        pdf=f"{GEN}/figures/{{figure}}.pdf",
+    log:
+        "logs/figures/{figure}.log",
+    conda:
+        CONDA_ENV
+    params:
+        methods=config["methods"],
+        n_images=config["paper"]["n_images"],
+    script:
+        "../scripts/figure.py"
+
+
+rule variables:
+    input:
+        summary="results/summary.csv",
+        code=library("aggregate"),
+    output:
+        variables="paper/_variables.yml",
+    log:
+        "logs/variables.log",
+    conda:
+        CONDA_ENV
+    params:
+        study={k: config[k] for k in ("datasets", "methods", "Ks", "seeds", "run")},
+    script:
+        "../scripts/variables.py"

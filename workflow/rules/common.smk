@@ -1,0 +1,153 @@
+# Shared definitions: the study's grid, wildcard constraints and the input functions (get_*).
+# The logic lives in src/vaeinf/study.py; this file only adapts it to Snakemake.
+
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from vaeinf import study
+from vaeinf.aggregate import TABLES
+from vaeinf.data import DATASETS, DOWNLOADS
+from vaeinf.figures import FIGURES
+from vaeinf.methods import REGISTRY
+
+# Job commands (vaeinf, python) come from the environment that runs Snakemake, also when it is
+# started as .venv/bin/snakemake without activating that environment.
+os.environ.update(
+    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+)
+
+# The software of every job: the project's environment (see README; no --use-conda needed).
+CONDA_ENV = "../../environment.yml"
+
+# Stop before any job when the study's run configs are not valid for vaeinf.
+try:
+    study.check_study(config, source="config")
+except study.StudyError as e:
+    raise WorkflowError(str(e)) from None
+
+RUNS = study.runs(config)
+RUN = "results/{dataset}/{method}/k{K}/seed{seed}"
+LOG = "logs/{dataset}/{method}/k{K}/seed{seed}"
+BENCH = "benchmarks/{dataset}/{method}/k{K}/seed{seed}"
+GEN = "paper/_generated"
+DATA_DIR = study.data_dir(config)
+DOWNLOADABLE = sorted(d for d, files in DOWNLOADS.items() if files)
+
+
+wildcard_constraints:
+    dataset="|".join(sorted(DATASETS)),
+    method="|".join(sorted(REGISTRY)),
+    K=r"[1-9][0-9]*",
+    seed=r"[0-9]+",
+    figure="|".join(FIGURES),
+    table="|".join(TABLES),
+
+
+def library(module):
+    """The source file of vaeinf.<module>: an input of the rules whose logic it holds, so that
+    editing it reruns them (it is never an input of training or evaluation)."""
+    return importlib.util.find_spec(f"vaeinf.{module}").origin
+
+
+def quarto_available():
+    return shutil.which("quarto") is not None
+
+
+def render_paper():
+    """Whether the default target renders the paper (config paper.render, 'auto': if Quarto)."""
+    render = config["paper"]["render"]
+    return quarto_available() if render == "auto" else bool(render)
+
+
+def resource(job, key):
+    """A resource of the train or evaluate job, from config key resources.<job>.<key>."""
+    return config["resources"][job][key]
+
+
+def run_files(name, runs=None):
+    """The file `name` of every run of the grid (or of `runs`)."""
+    return [f"{r.dir}/{name}" for r in (RUNS if runs is None else runs)]
+
+
+def get_data_files(wildcards):
+    return study.data_files(config, wildcards.dataset)
+
+
+def get_run_config(wildcards):
+    return study.run_overrides(
+        config,
+        wildcards.dataset,
+        wildcards.method,
+        int(wildcards.K),
+        int(wildcards.seed),
+    )
+
+
+def get_all_metrics(wildcards):
+    return run_files("metrics.json")
+
+
+def sample_K():
+    return config["paper"]["sample_K"] or max(config["Ks"])
+
+
+def get_sample_runs():
+    k, seed = sample_K(), config["seeds"][0]
+    return [r for r in study.runs(config | {"Ks": [k], "seeds": [seed]})]
+
+
+def get_figure_inputs(wildcards):
+    kind = FIGURES[wildcards.figure]
+    inputs = {"code": library("figures")}
+    if kind == "samples":
+        inputs["samples"] = run_files("samples.npz", get_sample_runs())
+    else:
+        inputs[kind] = f"results/{kind}.csv"
+    return inputs
+
+
+def get_paper_inputs(wildcards=None):
+    """Every generated input of the paper (tables, figures, setup, variables)."""
+    return {
+        "tables": expand(f"{GEN}/tables/{{table}}.md", table=TABLES),
+        "figures": expand(f"{GEN}/figures/{{figure}}.png", figure=FIGURES),
+        "setup": f"{GEN}/setup.md",
+        "variables": "paper/_variables.yml",
+    }
+
+
+def get_final_targets():
+    targets = [
+        "results/summary.csv",
+        *expand(f"{GEN}/figures/{{figure}}.pdf", figure=FIGURES),
+        f"{GEN}/manuscript-check.txt",
+    ]
+    if render_paper():
+        targets += ["paper/_output/index.html", "paper/_output/index.pdf"]
+    return targets
+
+
+def quarto_note():
+    """After a successful run whose paper inputs are built and checked, when Quarto is missing:
+    say that rendering needs Quarto and how to get it."""
+    check = Path(f"{GEN}/manuscript-check.txt")
+    if quarto_available() or not check.exists():
+        return
+    inputs = [Path(p) for p in get_final_targets()[:-1]] + [
+        Path("paper/_variables.yml")
+    ]
+    if any(p.exists() and p.stat().st_mtime > check.stat().st_mtime for p in inputs):
+        return  # the check is older than the inputs: this run did not build the paper's inputs
+    print(
+        "\nvaeinf: every input of the paper is built and the manuscript check passed "
+        f"({check}).\n"
+        "Rendering the paper (HTML and PDF) needs Quarto, which is not on PATH: install it from\n"
+        "https://quarto.org/docs/get-started/ or use the conda environment\n"
+        "(conda env create -f environment.yml), then run: snakemake --cores all paper",
+        file=sys.stderr,
+    )

@@ -1,0 +1,27 @@
+# Training: one job per run of the grid. The run's config (study `run` + overrides + grid keys)
+# is a param, so changing it reruns exactly the runs it affects. checkpoint.pt is deliberately
+# not an output: a retry after preemption (exit 143) or a failure resumes from it.
+
+
+rule train:
+    input:
+        data=get_data_files,
+    output:
+        model=f"{RUN}/model.pt",
+        train_log=f"{RUN}/train_log.csv",
+    log:
+        f"{LOG}/train.log",
+    benchmark:
+        f"{BENCH}/train.tsv"
+    conda:
+        CONDA_ENV
+    threads: resource("train", "cpus_per_task")
+    resources:
+        gpu=resource("train", "gpu"),
+        mem_mb=resource("train", "mem_mb"),
+        runtime=resource("train", "runtime"),
+        cpus_per_task=resource("train", "cpus_per_task"),
+    params:
+        run=get_run_config,
+    script:
+        "../scripts/train.py"

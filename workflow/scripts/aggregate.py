@@ -1,0 +1,11 @@
+"""Snakemake job: the tidy tables of every run's metrics (vaeinf.aggregate.write_aggregate)."""
+
+from vaeinf.aggregate import write_aggregate
+from vaeinf.study import job_log
+
+smk = snakemake  # noqa: F821
+with job_log(smk):
+    summary = write_aggregate(
+        smk.input.metrics, smk.output.summary, smk.output.bounds, smk.output.per_dim
+    )
+    print(f"{len(summary)} runs -> {smk.output.summary}")

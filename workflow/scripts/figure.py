@@ -1,0 +1,15 @@
+"""Snakemake job: one figure as PNG and PDF (vaeinf.figures.make_figure)."""
+
+from vaeinf.figures import make_figure
+from vaeinf.study import job_log
+
+smk = snakemake  # noqa: F821
+with job_log(smk):
+    make_figure(
+        smk.wildcards.figure,
+        dict(smk.input.items()),
+        smk.output.png,
+        smk.output.pdf,
+        methods=smk.params.methods,
+        n_images=smk.params.n_images,
+    )

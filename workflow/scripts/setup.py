@@ -1,0 +1,8 @@
+"""Snakemake job: the paper's experimental setup from the config (vaeinf.manuscript)."""
+
+from vaeinf.manuscript import write_setup
+from vaeinf.study import job_log
+
+smk = snakemake  # noqa: F821
+with job_log(smk):
+    write_setup(dict(smk.params.study), smk.output.setup)
