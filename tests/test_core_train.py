@@ -191,14 +191,22 @@ BAD = [
 
 
 @pytest.mark.parametrize(("args", "message"), BAD)
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):
+    from vaeinf.cli import main
+
     out = tmp_path / "run"
-    r = vaeinf("train", "--out", out, *args, check=False)
-    assert r.returncode == 2
-    assert r.stderr.startswith("vaeinf: error: ") and r.stderr.count("\n") == 1, r.stderr
-    assert "Traceback" not in r.stderr
-    assert message in r.stderr, r.stderr
+    assert main(["train", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vaeinf: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert message in err, err
     assert not out.exists()
+
+
+def test_bad_input_through_the_console_script(tmp_path):
+    r = vaeinf("train", "--out", tmp_path / "run", "--set", "K=0", check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_config_file_errors(tmp_path):
@@ -214,7 +222,7 @@ def test_config_file_errors(tmp_path):
         load_config(p)
 
 
-def test_changed_config_in_existing_run_dir_is_refused(reference, tmp_path):
+def test_changed_config_in_existing_run_dir_is_refused(tmp_path):
     run = tmp_path / "run"
     vaeinf("train", "--out", run, "--set", "train.epochs=1", *SMALL)
     r = vaeinf(
