@@ -64,3 +64,20 @@ def loss(model: Method, x: Tensor, K: int, objective: str, estimator: str) -> tu
     # Gradient of this surrogate w.r.t. decoder parameters = gradient of L_K.
     surrogate = (w_tilde * log_w).sum(0)  # (B,)
     return -surrogate.mean(), value
+
+
+_compiled_loss = None
+
+
+def compiled_loss():
+    """:func:`loss` under ``torch.compile`` (config key ``train.compile``), built on first use.
+
+    Forward and backward (the surrogate, the bound and the log-weights of the method, decoder
+    included) become one fused graph; the value is that of :func:`loss` up to float rounding.
+    The first call for a new (K, estimator, shapes) compiles, which takes seconds to a minute
+    on a CPU (``python -m vaeinf.bench`` reports it); later calls reuse the compiled code.
+    """
+    global _compiled_loss
+    if _compiled_loss is None:
+        _compiled_loss = torch.compile(loss)
+    return _compiled_loss
