@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_NPZ = REPO.parent / "shared" / "data" / "binarized_mnist.npz"
@@ -29,3 +30,20 @@ def mnist_npz() -> Path:
             "place the packed .npz there to run this test"
         )
     return p
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small nets run fastest on one thread, and a second one only contends on a busy CPU
+    (tests that compare bits also need a fixed thread count)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from vaeinf.data import load_dataset
+
+    return load_dataset("digits")

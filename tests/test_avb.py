@@ -15,13 +15,7 @@ from vaeinf.methods.avb import Adversary, adversary_loss
 
 from quadrature import exact_log_px, make_model, sample_data
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_adversary_approaches_the_log_density_ratio():

@@ -21,12 +21,7 @@ from vaeinf.methods.flow import (
 D = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def log_abs_det(f, z: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,6 @@ import torch
 
 from vaeinf import bounds
 from vaeinf.config import ModelConfig, RunConfig
-from vaeinf.data import load_dataset
 from vaeinf.methods import REGISTRY, build_model
 
 METHODS = ["vae", "iwae", "flow", "autoregressive", "avb", "semi_amortized"]
@@ -27,18 +26,7 @@ def test_registry_holds_the_six_methods():
         assert cls.name == name
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small nets run fastest on one thread, and a second one only contends on a busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(method: str, digits, seed: int = 0):

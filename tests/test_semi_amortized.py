@@ -9,21 +9,9 @@ import torch
 
 from vaeinf import bounds
 from vaeinf.config import ConfigError, ModelConfig, RunConfig, load_config
-from vaeinf.data import load_dataset
 from vaeinf.methods import build_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(digits, seed=0, **options):

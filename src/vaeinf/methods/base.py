@@ -152,13 +152,18 @@ class Method(nn.Module):
         fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
         return [torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, fused=fused)]
 
+    def training_loss(self, x: Tensor, K: int, estimator: str) -> tuple[Tensor, Tensor]:
+        """(loss to minimise, per-point bound (B,)) for one batch: :func:`vaeinf.bounds.loss`
+        on this method's objective, compiled when ``train.compile`` is set."""
+        loss_fn = bounds.compiled_loss() if self.cfg.train.compile else bounds.loss
+        return loss_fn(self, x, K, self.objective, estimator)
+
     def train_step(self, x: Tensor, K: int, estimator: str, optimizers: list) -> Tensor:
         """One gradient step on the batch x (B, D_x); returns the batch's mean bound (detached).
 
         Raises :class:`NonFiniteLoss` before stepping when the loss is NaN or inf.
         """
-        loss_fn = bounds.compiled_loss() if self.cfg.train.compile else bounds.loss
-        loss, bound = loss_fn(self, x, K, self.objective, estimator)
+        loss, bound = self.training_loss(x, K, estimator)
         check_finite(loss)
         opt = optimizers[0]
         opt.zero_grad(set_to_none=True)

@@ -32,7 +32,7 @@ from torch.func import functional_call
 
 from vaeinf import bounds
 from vaeinf.config import ConfigError
-from vaeinf.methods.base import Method, Posterior, check_finite
+from vaeinf.methods.base import Method, Posterior
 from vaeinf.nets import mlp
 
 #: Seed of the refinement noise in eval mode (see :meth:`SemiAmortizedPosterior.refine`).
@@ -250,19 +250,14 @@ class SemiAmortizedMethod(Method):
         log_w = bernoulli_log_lik(x, logits) + self.prior().log_prob(z) - log_q  # (K, B)
         return bounds.bound(log_w, self.objective)
 
-    def train_step(self, x, K, estimator, optimizers):
+    def training_loss(self, x, K, estimator):
         """Kim et al. (2018), Algorithm 1 (or the detached ablation, see the module docstring).
 
         ``train.compile`` does not apply here: the refinement's double backward runs eagerly."""
         loss, bound = bounds.loss(self, x, K, self.objective, estimator)
         if not self.options.backprop_through_refinement:
             loss = loss - self.encoder_bound(x, K).mean()
-        check_finite(loss)
-        opt = optimizers[0]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return bound.detach()
+        return loss, bound
 
     @torch.no_grad()
     def extra_metrics(self, x: Tensor) -> dict:
