@@ -71,17 +71,23 @@ def _log_rows(run: Path) -> int:
         return 0
 
 
+def start_training(run: Path) -> subprocess.Popen:
+    """The 20-epoch reference training, started in the background (stderr captured)."""
+    args = ["train", "--out", run, "--set", "train.epochs=20", *SMALL]
+    return subprocess.Popen(
+        [sys.executable, "-m", "vaeinf.cli", *map(str, args)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.mark.parametrize("after_epochs", [0, 5, 15])
 def test_sigkill_at_any_point_then_resume_is_identical(reference, tmp_path, after_epochs):
     """SIGKILL before the first checkpoint, and mid-epoch after 5 and 15 finished epochs."""
     run = tmp_path / "run"
-    args = ["train", "--out", run, "--set", "train.epochs=20", *SMALL]
-    p = subprocess.Popen(
-        [sys.executable, "-m", "vaeinf.cli", *map(str, args)],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    p = start_training(run)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and p.poll() is None:
         if (run / "config.yaml").exists() and _log_rows(run) >= after_epochs:
@@ -89,7 +95,7 @@ def test_sigkill_at_any_point_then_resume_is_identical(reference, tmp_path, afte
         time.sleep(0.01)
     time.sleep(0.03)  # land inside the next epoch
     p.send_signal(signal.SIGKILL)
-    p.wait()
+    p.communicate()
     assert not (run / "model.pt").exists(), "killed too late: the run had already finished"
     vaeinf("train", "--out", run, "--set", "train.epochs=20", *SMALL)
     assert_same_model(reference, run)
@@ -97,14 +103,7 @@ def test_sigkill_at_any_point_then_resume_is_identical(reference, tmp_path, afte
 
 def test_sigterm_checkpoints_mid_epoch_and_resumes_identically(reference, tmp_path):
     run = tmp_path / "run"
-    args = ["train", "--out", run, "--set", "train.epochs=20", *SMALL]
-    p = subprocess.Popen(
-        [sys.executable, "-m", "vaeinf.cli", *map(str, args)],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    p = start_training(run)
     deadline = time.monotonic() + 60
     while not (run / CHECKPOINT).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
