@@ -357,5 +357,5 @@ def snakemake_train(smk) -> int:
         dict(smk.params.run),
         log_path=smk.log[0],
         threads=smk.threads,
-        attempt=getattr(smk, "attempt", 1),
+        attempt=int(smk.resources.get("attempt", 1)),
     )

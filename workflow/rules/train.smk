@@ -21,6 +21,9 @@ rule train:
         mem_mb=resource("train", "mem_mb"),
         runtime=resource("train", "runtime"),
         cpus_per_task=resource("train", "cpus_per_task"),
+        # Which attempt this is (1, then 2.. on --retries): the script keeps a finished
+        # training's checkpoint only on a retry (the script object has no attempt of its own).
+        attempt=lambda wildcards, attempt: attempt,
     params:
         run=get_run_config,
     script:
