@@ -15,7 +15,10 @@ comparison is a ratio of medians taken in the same run, with the contenders inte
      initial weights and the same Adam settings;
    - ``FLOP bound``: the step's matmul FLOPs (3x the forward's: the encoder on B rows plus the
      decoder on K*B rows, 2*m*n*k per matmul) divided by the GFLOP/s of a 2048x2048 float32
-     matmul, timed once per round between the steps (median over the rounds of that K).
+     matmul, timed once per round between the steps (median over the rounds of that K);
+   - ``matmuls alone``: the step's own matmuls at their shapes and nothing else
+     (:class:`StepMatmuls`), which shows how much of the gap to the bound is the library
+     matmuls' speed at these shapes and how much is everything else in the step.
 
    Each round runs every contender once on the same batch, in a rotating order, and one matmul;
    medians are over ``--steps`` rounds after ``--warmup`` untimed ones. The first call of the
@@ -155,6 +158,30 @@ class MatmulRate:
         return statistics.median(self() for _ in range(repeats))
 
 
+class StepMatmuls:
+    """The step's matmuls alone, at their shapes: for every linear layer (the encoder's on B
+    rows, the decoder's on K*B rows) the forward X W^T, the input gradient G W and the weight
+    gradient G^T X, on preallocated buffers. Their time is what any implementation built on
+    these library matmuls must spend at least; the rest of a step is elementwise work,
+    reductions, the random numbers, Adam and overhead."""
+
+    def __init__(self, model, n_enc_rows: int, n_dec_rows: int):
+        g = torch.Generator().manual_seed(0)
+        self.bufs = []
+        for net, rows in ((model.posterior.encoder, n_enc_rows), (model.decoder, n_dec_rows)):
+            for n_in, n_out in linear_sizes(net):
+                x, w = torch.randn(rows, n_in, generator=g), torch.randn(n_out, n_in, generator=g)
+                grad = torch.randn(rows, n_out, generator=g)
+                outs = (torch.empty(rows, n_out), torch.empty(rows, n_in), torch.empty(n_out, n_in))
+                self.bufs.append((x, w, grad, outs))
+
+    def __call__(self) -> None:
+        for x, w, grad, (y, grad_x, grad_w) in self.bufs:
+            torch.mm(x, w.t(), out=y)  # forward (rows, out)
+            torch.mm(grad, w, out=grad_x)  # input gradient (rows, in)
+            torch.mm(grad.t(), x, out=grad_w)  # weight gradient (out, in)
+
+
 # ---------------------------------------------------------------------------------------------
 # Memory
 
@@ -245,9 +272,12 @@ def bench_steps(args, data) -> dict:
             cfg_comp.train.lr, cfg_comp.train.betas, cfg_comp.train.eps
         )
     contenders["plain"] = plain
+    matmuls: dict[int, StepMatmuls] = {}  # per K, built when that K's rounds start
 
     def step(name: str, x: Tensor, K: int) -> None:
-        if name == "plain":
+        if name == "matmuls":
+            matmuls[K]()
+        elif name == "plain":
             (opt,) = opts["plain"]
             loss = plain.loss(x, K)
             opt.zero_grad(set_to_none=True)
@@ -272,9 +302,11 @@ def bench_steps(args, data) -> dict:
 
     rate = MatmulRate(args.matmul_n)
     out = {"per_K": {}, "checks": checks, "compile_startup_s": {}}
-    names = list(contenders)
+    names = [*contenders, "matmuls"]
     i = 0
     for K in args.ks:
+        matmuls.clear()
+        matmuls[K] = StepMatmuls(eager, args.batch, K * args.batch)
         if args.compile:  # the compilation for this K, timed on its own
             x = batch_at(i)
             t = time.perf_counter()
@@ -330,7 +362,7 @@ def _summarise(times: dict[str, list[float]], rates: list[float], flops: int) ->
     bound = [flops / (g * 1e9) for g in rates]
     series = {**times, "flop_bound": bound}
     names = list(times)
-    pairs = [("plain", n) for n in names if n != "plain"]
+    pairs = [("plain", n) for n in names if n.startswith("vaeinf")]
     pairs += [(n, "flop_bound") for n in names]
     return {
         "ms": {n: 1e3 * statistics.median(v) for n, v in series.items()},
@@ -550,7 +582,12 @@ def floors(steps: dict, nll: list[dict]) -> dict:
     return out
 
 
-LABELS = {"vaeinf": "vaeinf eager", "vaeinf_compiled": "vaeinf compiled", "plain": "plain"}
+LABELS = {
+    "vaeinf": "vaeinf eager",
+    "vaeinf_compiled": "vaeinf compiled",
+    "plain": "plain",
+    "matmuls": "matmuls alone",
+}
 
 
 def step_table(per: dict, key: str | None) -> list[str]:
@@ -562,6 +599,7 @@ def step_table(per: dict, key: str | None) -> list[str]:
         "vaeinf": "eager",
         "vaeinf_compiled": "compiled",
         "plain": "plain",
+        "matmuls": "matmuls",
         "flop_bound": "bound",
     }
     head = ["K", *(f"{LABELS[n]} (ms)" for n in names), "FLOP bound (ms)"]

@@ -68,6 +68,12 @@ def loss(model: Method, x: Tensor, K: int, objective: str, estimator: str) -> tu
 
 _compiled_loss = None
 
+#: Inductor options of the compiled loss. ``cpp.use_decompose_tanh`` (an Inductor setting for
+#: the CPU) computes tanh as 2 / (1 + exp(-2a)) - 1, one exp instead of the vectorized library
+#: tanh: 0.55 against 1.4 ms per (5000, 200) activation on 2 CPU threads, with an absolute error
+#: below 2e-7 where float32's own tanh has 6e-8, immaterial for an activation. GPUs ignore it.
+COMPILE_OPTIONS = {"cpp.use_decompose_tanh": True}
+
 
 def compiled_loss():
     """:func:`loss` under ``torch.compile`` (config key ``train.compile``), built on first use.
@@ -79,5 +85,5 @@ def compiled_loss():
     """
     global _compiled_loss
     if _compiled_loss is None:
-        _compiled_loss = torch.compile(loss)
+        _compiled_loss = torch.compile(loss, options=COMPILE_OPTIONS)
     return _compiled_loss

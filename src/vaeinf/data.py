@@ -90,6 +90,11 @@ class Dataset:
                     f"{self.name}: split '{split}' has shape {tuple(x.shape)}; "
                     f"expected (N, {self.train.shape[-1]})"
                 )
+            # Row-major, so that a slice of rows is a contiguous (B, D) batch. np.unpackbits
+            # returns a column-major array; a batch sliced from it made Inductor transpose
+            # every 8x8 block of the logits in the fused likelihood kernel (measured: 10 ms of
+            # a 62 ms compiled step at K = 50 on 2 CPU threads).
+            setattr(self, split, x.contiguous())
 
     @property
     def dim(self) -> int:
