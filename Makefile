@@ -8,6 +8,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.vaeinf-installed
 CORES  ?= all
+# Two pytest workers, one test file each at a time (module fixtures such as the Slurm cluster
+# run once): the Slurm test mostly waits on the scheduler, so the rest runs beside it.
+PYTEST_WORKERS ?= 2
 
 .PHONY: study test venv lint clean-results
 
@@ -26,7 +29,7 @@ study: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests workflow

@@ -313,6 +313,7 @@ def test_tables_and_variables_from_a_summary():
 # End to end
 
 
+@pytest.mark.slow
 def test_end_to_end_tiny_study(tmp_path):
     """Every rule on the tiny config; then one run alone, forced, and a rebuild from raw runs."""
     tree = make_tree(tmp_path)
