@@ -38,8 +38,8 @@ comparison is a ratio of medians taken in the same run, with the contenders inte
 
 Prints a markdown table and, with ``--out``, writes it (``.md``) or everything as JSON (any other
 suffix, the table included under ``markdown``). ``--quick`` is a seconds-long smoke run. The
-default run took 12-15 minutes on a 2-core machine shared with other jobs (its CPU time, 13.5
-core-minutes, is about 7 minutes of two idle cores); the NLL at K = 5000 is most of it.
+default run took 5.6 minutes on an idle 2-core machine and 12-15 minutes on one shared with
+other jobs; the NLL at K = 5000 is most of it.
 """
 
 from __future__ import annotations

@@ -57,13 +57,12 @@ def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
     without a temporary; the backward is one in-place pass over a single buffer,
     d/dl = g (x - sigmoid(l)), instead of autograd's chain through argument validation and
     binary_cross_entropy_with_logits. ``python -m vaeinf.bench`` times this term alone (Burda's
-    net, batch 100, K = 50, 2 CPU threads, forward + backward): 0.54-0.64x the time of
-    ``Independent(Bernoulli(logits=...), 1)`` and 0.70-0.77x that of
-    ``F.binary_cross_entropy_with_logits`` on the expanded x (three runs on a shared 2-core
-    machine, e.g. 24 ms against 38 and 34 ms); the whole eager IWAE step at K = 50 is 1.18-1.23x
-    faster than the plain recipe. Under ``torch.compile`` the
-    formula is traced as is and Inductor fuses it. Differentiable twice (the backward is
-    recorded out of place under ``create_graph``).
+    net, batch 100, K = 50, 2 CPU threads, forward + backward): 0.74x the time of
+    ``Independent(Bernoulli(logits=...), 1)`` and 0.88x that of
+    ``F.binary_cross_entropy_with_logits`` on the expanded x on an idle 2-core machine (11.2
+    against 15.2 and 12.7 ms), 0.54-0.64x and 0.70-0.77x on a busy one. Under
+    ``torch.compile`` it is :class:`_CompiledBernoulliLogProb` instead, which Inductor fuses.
+    Differentiable twice (the backward is recorded out of place under ``create_graph``).
     """
     needs_grad = torch.is_grad_enabled() and (logits.requires_grad or x.requires_grad)
     if torch.compiler.is_compiling():  # Inductor fuses this into one pass over the logits
