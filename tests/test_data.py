@@ -42,6 +42,15 @@ def test_digits_shapes_and_binary_splits():
     assert ds.train_mean().shape == (64,)
 
 
+def test_digits_read_from_the_csv_equal_load_digits(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    np.testing.assert_array_equal(data.digits_pixels(), load_digits().data)
+    # Where the CSV is not found, load_digits itself is used.
+    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    np.testing.assert_array_equal(data.digits_pixels(), load_digits().data)
+
+
 def test_digits_is_deterministic():
     a = load_dataset("digits")
     b = load_dataset("digits")
