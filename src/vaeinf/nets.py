@@ -98,28 +98,6 @@ def softplus_sum(logits: Tensor) -> Tensor:
     return torch.relu(logits).sum(-1) + torch.log(groups.prod(-1)).sum(-1)
 
 
-class _CompiledBernoulliLogProb(torch.autograd.Function):
-    """:func:`bernoulli_log_prob` as traced by ``torch.compile``: the value through
-    :func:`softplus_sum`, the gradient written out, d/dl = g (x - sigmoid(l)), so that autograd
-    never differentiates the grouped product."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, logits: Tensor) -> Tensor:
-        ctx.save_for_backward(x, logits)
-        return (x * logits).sum(-1) - softplus_sum(logits)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        x, logits = ctx.saved_tensors
-        g = grad.unsqueeze(-1)  # (..., 1)
-        grad_x = grad_logits = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (g * logits).sum_to_size(x.shape)
-        if ctx.needs_input_grad[1]:
-            grad_logits = ((x - torch.sigmoid(logits)) * g).sum_to_size(logits.shape)
-        return grad_x, grad_logits
-
-
 def _bernoulli_forward(x: Tensor, logits: Tensor) -> Tensor:
     return torch.einsum("...d,...d->...", x, logits) - F.softplus(logits).sum(-1)
 
@@ -147,6 +125,17 @@ class _BernoulliLogProb(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = (g * logits).sum_to_size(x.shape)
         return grad_x, grad_logits
+
+
+class _CompiledBernoulliLogProb(_BernoulliLogProb):
+    """:func:`bernoulli_log_prob` as traced by ``torch.compile``: the value through
+    :func:`softplus_sum`, the backward :class:`_BernoulliLogProb`'s, d/dl = g (x - sigmoid(l)),
+    so that autograd never differentiates the grouped product."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, logits: Tensor) -> Tensor:
+        ctx.save_for_backward(x, logits)
+        return (x * logits).sum(-1) - softplus_sum(logits)
 
 
 def standard_normal(latent: int, device: torch.device | None = None) -> Independent:
