@@ -272,11 +272,11 @@ def bench_steps(args, data) -> dict:
             cfg_comp.train.lr, cfg_comp.train.betas, cfg_comp.train.eps
         )
     contenders["plain"] = plain
-    matmuls: dict[int, StepMatmuls] = {}  # per K, built when that K's rounds start
+    matmuls: StepMatmuls | None = None  # the current K's, built when its rounds start
 
     def step(name: str, x: Tensor, K: int) -> None:
         if name == "matmuls":
-            matmuls[K]()
+            matmuls()
         elif name == "plain":
             (opt,) = opts["plain"]
             loss = plain.loss(x, K)
@@ -305,8 +305,7 @@ def bench_steps(args, data) -> dict:
     names = [*contenders, "matmuls"]
     i = 0
     for K in args.ks:
-        matmuls.clear()
-        matmuls[K] = StepMatmuls(eager, args.batch, K * args.batch)
+        matmuls = StepMatmuls(eager, args.batch, K * args.batch)
         if args.compile:  # the compilation for this K, timed on its own
             x = batch_at(i)
             t = time.perf_counter()
