@@ -21,8 +21,6 @@ from quadrature import make_model
 class FixedGaussian(Posterior):
     """q(z|x) = N(x[:, :D], s^2 I): the data point *is* the posterior mean (for known answers)."""
 
-    path_gradient = True
-
     def __init__(self, s: float):
         super().__init__()
         self.s = s

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaeinf import data
+from vaeinf import data, downloads
 from vaeinf.data import DataError, Dataset, load_dataset
 
 SHARED_NPZ = Path(__file__).resolve().parents[2] / "shared/data/binarized_mnist.npz"
@@ -321,7 +321,7 @@ def test_static_only_dataset_rejects_dynamic(tmp_path):
 
 
 def test_registry():
-    assert set(data.DATASETS) == {"digits", "binarized_mnist", "mnist"}
+    assert set(data.LOADERS) == set(data.DATASETS) == {"digits", "binarized_mnist", "mnist"}
     assert data.BINARIZATIONS == ("dynamic", "static")
 
 
@@ -348,7 +348,7 @@ def fake_remote(monkeypatch):
         calls.append((url, Path(dest)))
         Path(dest).write_bytes(PAYLOAD)
 
-    monkeypatch.setattr(data, "_fetch", fetch)
+    monkeypatch.setattr(downloads, "_fetch", fetch)
     return remote, calls
 
 
@@ -366,7 +366,7 @@ def test_download_verified(tmp_path, fake_remote):
 
 def test_download_checksum_mismatch(tmp_path, fake_remote, monkeypatch):
     remote, _ = fake_remote
-    monkeypatch.setattr(data, "_fetch", lambda url, dest: Path(dest).write_bytes(b"tampered"))
+    monkeypatch.setattr(downloads, "_fetch", lambda url, dest: Path(dest).write_bytes(b"tampered"))
     with pytest.raises(DataError) as err:
         data.download("digits", tmp_path)
     msg = str(err.value)
@@ -385,7 +385,7 @@ def test_download_falls_back_to_mirror(tmp_path, fake_remote, monkeypatch):
             raise urllib.error.URLError("unreachable")
         Path(dest).write_bytes(PAYLOAD)
 
-    monkeypatch.setattr(data, "_fetch", fetch)
+    monkeypatch.setattr(downloads, "_fetch", fetch)
     data.download("digits", tmp_path)
     assert tried == ["http://mirror-a/file.bin", "http://mirror-b/file.bin"]
     assert (tmp_path / "fake" / "file.bin").read_bytes() == PAYLOAD
@@ -395,7 +395,7 @@ def test_download_all_mirrors_fail(tmp_path, fake_remote, monkeypatch):
     def fetch(url, dest):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(data, "_fetch", fetch)
+    monkeypatch.setattr(downloads, "_fetch", fetch)
     with pytest.raises(DataError, match="could not download file.bin.*no network"):
         data.download("digits", tmp_path)
 
@@ -403,7 +403,7 @@ def test_download_all_mirrors_fail(tmp_path, fake_remote, monkeypatch):
 def test_download_refuses_unknown_hash(tmp_path, monkeypatch):
     remote = data.RemoteFile("fake/x.bin", ("http://x",), None, None)
     monkeypatch.setitem(data.DOWNLOADS, "digits", (remote,))
-    monkeypatch.setattr(data, "_fetch", lambda url, dest: pytest.fail("must not fetch"))
+    monkeypatch.setattr(downloads, "_fetch", lambda url, dest: pytest.fail("must not fetch"))
     with pytest.raises(DataError, match="no known sha256 for x.bin"):
         data.download("digits", tmp_path)
 
@@ -414,7 +414,7 @@ def test_download_unknown_dataset(tmp_path):
 
 
 def test_download_table_is_complete():
-    assert data.download.__module__ == "vaeinf.data"
+    assert data.download.__module__ == "vaeinf.downloads"
     for name in ("binarized_mnist", "mnist"):
         remotes = data.DOWNLOADS[name]
         assert remotes

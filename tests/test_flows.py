@@ -174,7 +174,8 @@ def test_flow_posterior_log_q_matches_the_jacobian_of_the_whole_flow(flow):
     model = build_model(cfg, 12, torch.full((12,), 0.3)).double()
     post = model.posterior
     x = torch.bernoulli(torch.full((1, 12), 0.4, dtype=torch.float64))
-    mu, sigma, steps = post.params(x)
+    mu, log_sigma, steps = post.params(x)
+    sigma = log_sigma.exp()
 
     def through(z0):
         z = z0[None, None]

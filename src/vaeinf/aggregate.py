@@ -1,17 +1,20 @@
-"""Aggregation of a study's runs: tidy tables, Markdown tables for the paper, paper variables.
+"""Aggregation of a study's runs: tidy tables and the paper's variables.
 
 Input: the ``metrics.json`` of every run (written by :mod:`vaeinf.results`). Output:
 
 ``summary.csv``
-    one row per run: the grid keys and every scalar metric (NLL, bounds at the training K and
-    at ``nll_k``, active units, KL, collapse, mutual information, reconstruction, time).
+    one row per run: a plain flattening of its metrics.json -- every scalar of ``metrics``
+    under its dotted path (``test_nll.mean``, ``collapse.mutual_information.value``, ...), the
+    resolved config under ``config.`` and the provenance under ``provenance.`` -- plus a few
+    derived columns with short names (:data:`ALIASES`, ``test_LK``, ``bound_gap``, ``latent``).
+    A scalar the evaluator adds appears as a column with no change here.
 ``bounds.csv``
     one row per (run, split, evaluation K): the L_K curve.
 ``per_dim.csv``
     one row per (run, latent dimension): KL(q(z_i|x) || p(z_i)) and Cov_x(E_q[z_i|x]).
 
-The Markdown tables and ``_variables.yml`` are computed from these tables only, so a paper can
-be rebuilt from the raw runs without retraining or re-evaluating.
+The Markdown tables (:mod:`vaeinf.tables`) and ``_variables.yml`` are computed from these tables
+only, so a paper can be rebuilt from the raw runs without retraining or re-evaluating.
 """
 
 from __future__ import annotations
@@ -28,8 +31,25 @@ from vaeinf.results import atomic_write_text
 
 GRID = ["dataset", "method", "K", "seed"]
 
-#: The Markdown tables of the paper: name -> (value column, how to format it).
-TABLES = ("nll", "active_units", "collapse", "time")
+#: Short names of the summary columns the tables, figures and paper read: alias -> column of
+#: the flattened metrics.json.
+ALIASES = {
+    "nll": "test_nll.mean",
+    "nll_stderr": "test_nll.stderr",
+    "nll_k": "test_nll.K",
+    "test_points": "test_nll.n",
+    "valid_LK_final": "time_per_epoch.final_val_LK",
+    "epochs": "time_per_epoch.epochs",
+    "sec_per_epoch": "time_per_epoch.median_s",
+    "active_units": "active_units.count",
+    "kl_total": "collapse.kl_total",
+    "collapsed_units": "collapse.collapsed_units",
+    "mutual_information": "collapse.mutual_information.value",
+    "recon_bce": "reconstruction.bce.mean",
+    "eval_seconds": "provenance.wall_seconds.total",
+    "git_commit": "provenance.git_commit",
+    "lr": "config.train.lr",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -43,46 +63,38 @@ def _bound(bounds: list[dict], split: str, K: int) -> float:
     return math.nan
 
 
-def _num(v) -> float:
-    return math.nan if v is None else float(v)
+def flatten(doc: dict) -> dict:
+    """Every scalar of a metrics.json document under its dotted path; lists are left to the
+    long tables (bounds.csv, per_dim.csv)."""
+    sections = {k: doc.get(k, {}) for k in ("metrics", "config", "provenance")}
+    flat = pd.json_normalize(sections).iloc[0]
+    row = {}
+    for key, value in flat.items():
+        if not isinstance(value, list | dict):
+            row[key.removeprefix("metrics.")] = value
+    return row
 
 
 def run_rows(doc: dict, path: str = "") -> tuple[dict, list[dict], list[dict]]:
     """(summary row, bound rows, per-dimension rows) of one run's metrics.json document."""
-    m, cfg, prov = doc["metrics"], doc.get("config", {}), doc.get("provenance", {})
+    m = doc["metrics"]
     key = {k: m[k] for k in GRID}
-    nll_k = m["test_nll"]["K"]
-    tpe = m.get("time_per_epoch", {})
-    coll = m.get("collapse", {})
-    mi = coll.get("mutual_information") or {}
+    flat = flatten(doc)
+    coll, au = m.get("collapse", {}), m.get("active_units", {})
     kl = coll.get("kl_per_dim") or []
-    au = m.get("active_units", {})
-    l_k = _bound(m["bounds"], "test", m["K"])
-    l_top = _bound(m["bounds"], "test", nll_k)
+    nll_k = m["test_nll"]["K"]
+    l_k, l_top = _bound(m["bounds"], "test", m["K"]), _bound(m["bounds"], "test", nll_k)
+    prov = doc.get("provenance", {})
     row = {
         **key,
-        "estimator": m.get("estimator"),
+        **{alias: flat.get(column, math.nan) for alias, column in ALIASES.items()},
         "latent": len(kl) or len(au.get("variance", [])),
-        "epochs": tpe.get("epochs"),
-        "nll": m["test_nll"]["mean"],
-        "nll_stderr": m["test_nll"]["stderr"],
-        "nll_k": nll_k,
-        "test_points": m["test_nll"]["n"],
         "test_LK": l_k,
         "test_Lnll": l_top,
         "bound_gap": l_top - l_k,
-        "valid_LK_final": _num(tpe.get("final_val_LK")),
-        "active_units": au.get("count"),
-        "kl_total": _num(coll.get("kl_total")),
-        "collapsed_units": coll.get("collapsed_units"),
-        "mutual_information": _num(mi.get("value")),
-        "recon_bce": _num((m.get("reconstruction") or {}).get("bce", {}).get("mean")),
-        "sec_per_epoch": _num(tpe.get("median_s")),
-        "eval_seconds": _num((prov.get("wall_seconds") or {}).get("total")),
         "device": prov.get("gpu") or prov.get("device"),
-        "git_commit": prov.get("git_commit"),
-        "lr": (cfg.get("train") or {}).get("lr"),
         "path": path,
+        **{k: v for k, v in flat.items() if k not in key},
     }
     bounds = [
         {**key, "split": b["split"], "eval_K": b["K"], "mean": b["mean"], "stderr": b["stderr"]}
@@ -94,6 +106,10 @@ def run_rows(doc: dict, path: str = "") -> tuple[dict, list[dict], list[dict]]:
         for i, (k, v) in enumerate(zip(kl, var, strict=False))
     ]
     return row, bounds, per_dim
+
+
+def _num(v) -> float:
+    return math.nan if v is None else float(v)
 
 
 def collect(paths: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -120,102 +136,6 @@ def write_aggregate(paths, summary: str, bounds: str, per_dim: str) -> pd.DataFr
     _write_csv(b, bounds)
     _write_csv(d, per_dim)
     return s
-
-
-# ---------------------------------------------------------------------------------------------
-# Markdown tables
-
-
-def _order(df: pd.DataFrame, methods: list[str] | None) -> pd.DataFrame:
-    if methods:
-        rank = {m: i for i, m in enumerate(methods)}
-        df = df.assign(_r=df["method"].map(lambda m: rank.get(m, len(rank))))
-        df = df.sort_values(["dataset", "_r", "K"], kind="stable").drop(columns="_r")
-    return df
-
-
-def mean_sd(values: pd.Series, digits: int = 2) -> str:
-    """``mean ± s.d.`` over seeds (``mean`` alone for one seed; an em dash when missing)."""
-    v = pd.to_numeric(values, errors="coerce").dropna()
-    if len(v) == 0:
-        return "—"
-    if len(v) == 1:
-        return f"{v.iloc[0]:.{digits}f}"
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
-
-
-def markdown_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
-    """A pipe table (pandoc/Quarto Markdown)."""
-    align = align or ["l"] + ["r"] * (len(header) - 1)
-    sep = {"l": ":---", "r": "---:", "c": ":---:"}
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(sep[a] for a in align) + "|",
-    ]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def pivot_table(
-    summary: pd.DataFrame, column: str, digits: int = 2, methods: list[str] | None = None
-) -> str:
-    """Rows dataset x method, one column per K, cells mean ± s.d. of ``column`` over seeds."""
-    df = _order(summary, methods)
-    ks = sorted(df["K"].unique())
-    multi = df["dataset"].nunique() > 1
-    header = (["Dataset"] if multi else []) + ["Method"] + [f"K = {k}" for k in ks]
-    rows = []
-    for (dataset, method), g in df.groupby(["dataset", "method"], sort=False):
-        cells = [mean_sd(g.loc[g["K"] == k, column], digits) for k in ks]
-        rows.append(([dataset] if multi else []) + [method] + cells)
-    align = ["l"] * (2 if multi else 1) + ["r"] * len(ks)
-    return markdown_table(header, rows, align)
-
-
-def collapse_table(summary: pd.DataFrame, methods: list[str] | None = None) -> str:
-    """Rows dataset x method x K: total KL, collapsed units, mutual information, reconstruction."""
-    df = _order(summary, methods)
-    multi = df["dataset"].nunique() > 1
-    header = (["Dataset"] if multi else []) + [
-        "Method",
-        "K",
-        "KL (nats)",
-        "Collapsed units",
-        "MI (nats)",
-        "−log p(x\\|z) (nats)",
-    ]
-    rows = []
-    for (dataset, method, K), g in df.groupby(["dataset", "method", "K"], sort=False):
-        rows.append(
-            ([dataset] if multi else [])
-            + [
-                method,
-                str(K),
-                mean_sd(g["kl_total"]),
-                f"{g['collapsed_units'].mean():.1f} / {int(g['latent'].iloc[0])}",
-                mean_sd(g["mutual_information"]),
-                mean_sd(g["recon_bce"]),
-            ]
-        )
-    align = ["l"] * (2 if multi else 1) + ["r"] * 5
-    return markdown_table(header, rows, align)
-
-
-def tables(summary: pd.DataFrame, methods: list[str] | None = None) -> dict[str, str]:
-    """The paper's Markdown tables by name (see :data:`TABLES`)."""
-    return {
-        "nll": pivot_table(summary, "nll", 2, methods),
-        "active_units": pivot_table(summary, "active_units", 1, methods),
-        "collapse": collapse_table(summary, methods),
-        "time": pivot_table(summary, "sec_per_epoch", 3, methods),
-    }
-
-
-def write_tables(summary_csv: str | Path, outputs: dict[str, str], methods=None) -> None:
-    summary = pd.read_csv(summary_csv)
-    for name, text in tables(summary, methods).items():
-        if name in outputs:
-            atomic_write_text(outputs[name], text)
 
 
 # ---------------------------------------------------------------------------------------------

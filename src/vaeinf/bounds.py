@@ -15,8 +15,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from vaeinf.methods.base import Method
 
-OBJECTIVES = ("elbo", "iwae")
-ESTIMATORS = ("standard", "stl", "dreg")
+from vaeinf.names import OBJECTIVES
 
 
 def elbo(log_w: Tensor) -> Tensor:
@@ -33,7 +32,12 @@ def iwae(log_w: Tensor) -> Tensor:
 
 
 def bound(log_w: Tensor, objective: str) -> Tensor:
-    return elbo(log_w) if objective == "elbo" else iwae(log_w)
+    """The bound named by ``objective`` (one of :data:`vaeinf.names.OBJECTIVES`), (K, B) -> (B,)."""
+    if objective == "elbo":
+        return elbo(log_w)
+    if objective == "iwae":
+        return iwae(log_w)
+    raise ValueError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
 
 
 def loss(model: Method, x: Tensor, K: int, objective: str, estimator: str) -> tuple[Tensor, Tensor]:
@@ -70,8 +74,8 @@ _compiled_loss = None
 
 #: Inductor options of the compiled loss. ``cpp.use_decompose_tanh`` (an Inductor setting for
 #: the CPU) computes tanh as 2 / (1 + exp(-2a)) - 1, one exp instead of the vectorized library
-#: tanh: 0.55 against 1.4 ms per (5000, 200) activation on 2 CPU threads, with an absolute error
-#: below 2e-7 where float32's own tanh has 6e-8, immaterial for an activation. GPUs ignore it.
+#: tanh (faster on the CPU; the benchmark report has the figures), with an absolute error below
+#: 2e-7 where float32's own tanh has 6e-8, immaterial for an activation. GPUs ignore it.
 COMPILE_OPTIONS = {"cpp.use_decompose_tanh": True}
 
 
@@ -81,7 +85,7 @@ def compiled_loss():
     Forward and backward (the surrogate, the bound and the log-weights of the method, decoder
     included) become one fused graph; the value is that of :func:`loss` up to float rounding.
     The first call for a new (K, estimator, shapes) compiles, which takes seconds to a minute
-    on a CPU (``python -m vaeinf.bench`` reports it); later calls reuse the compiled code.
+    on a CPU (the benchmark report gives it); later calls reuse the compiled code.
     """
     global _compiled_loss
     if _compiled_loss is None:

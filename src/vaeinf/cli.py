@@ -15,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
-EXIT_BAD_INPUT = 2
-EXIT_PREEMPTED = 143
+from vaeinf.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, exit_status
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_PREEMPTED", "build_parser", "main"]
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -98,11 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vaeinf.config import ConfigError
-    from vaeinf.data import DataError
-    from vaeinf.methods import NonFiniteLoss
-    from vaeinf.train import Preempted
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -110,15 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError) as e:
-        print(f"vaeinf: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except Preempted as e:
-        print(f"vaeinf: {e}", file=sys.stderr)
-        return EXIT_PREEMPTED
-    except NonFiniteLoss as e:
-        print(f"vaeinf: error: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:
+        status = exit_status(e)
+        if status is None:
+            raise
+        print(status[1], file=sys.stderr)
+        return status[0]
 
 
 if __name__ == "__main__":

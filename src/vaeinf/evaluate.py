@@ -32,7 +32,7 @@ def bytes_per_row(model: Method) -> int:
     per-sample state (``eval_bytes_per_sample``)."""
     widths = [layer.out_features for layer in model.decoder.net if hasattr(layer, "out_features")]
     floats = 2 * sum(widths) + 3 * model.dim + 8 * model.latent
-    return 4 * floats + getattr(model, "eval_bytes_per_sample", 0)
+    return 4 * floats + model.eval_bytes_per_sample
 
 
 def chunking(model: Method, n_points: int, K: int, memory_mb: float) -> tuple[int, int]:
@@ -224,9 +224,10 @@ def evaluate(run_dir: str | Path, memory_mb: float | None = None) -> dict:
         "reconstruction": recon,
         "time_per_epoch": epoch_times(run_dir),
     }
-    metrics.update(model.extra_metrics(x_test) if hasattr(model, "extra_metrics") else {})
+    metrics.update(model.extra_metrics(x_test))
+    identity = {k: np.array(getattr(cfg, k)) for k in ("dataset", "method", "K", "seed")}
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez_compressed(buf, **arrays, **identity)  # the run is named inside its own file
     atomic_write_bytes(run_dir / SAMPLES, buf.getvalue())
     wall["total"] = time.perf_counter() - t_start
     write_metrics(run_dir, metrics, cfg.to_dict(), device, wall)

@@ -122,8 +122,6 @@ def method_options(config: dict) -> list[str]:
     import dataclasses
 
     from vaeinf import study
-    from vaeinf.config import from_dict
-    from vaeinf.methods import REGISTRY
 
     parts = []
     for m in config["methods"]:
@@ -132,7 +130,7 @@ def method_options(config: dict) -> list[str]:
                 config, config["datasets"][0], m, config["Ks"][0], config["seeds"][0]
             )
         )
-        opts = from_dict(REGISTRY[m].Options, cfg.method_options, prefix="method_options")
+        opts = cfg.options()
         items = [f"`{k}={v}`" for k, v in dataclasses.asdict(opts).items() if v is not None]
         parts.append(f"- `{m}`: " + (", ".join(items) if items else "none"))
     return parts

@@ -56,11 +56,9 @@ def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
     broadcast, never expanded to the K copies of the logits; x . l is one batched dot product
     without a temporary; the backward is one in-place pass over a single buffer,
     d/dl = g (x - sigmoid(l)), instead of autograd's chain through argument validation and
-    binary_cross_entropy_with_logits. ``python -m vaeinf.bench`` times this term alone (Burda's
-    net, batch 100, K = 50, 2 CPU threads, forward + backward): 0.74x the time of
-    ``Independent(Bernoulli(logits=...), 1)`` and 0.88x that of
-    ``F.binary_cross_entropy_with_logits`` on the expanded x on an idle 2-core machine (11.2
-    against 15.2 and 12.7 ms), 0.54-0.64x and 0.70-0.77x on a busy one. Under
+    binary_cross_entropy_with_logits. The benchmark (``bench/``) times this term alone against
+    ``Independent(Bernoulli(logits=...), 1)`` and ``F.binary_cross_entropy_with_logits`` on the
+    expanded x; its report gives the figures (this one is the fastest of the three). Under
     ``torch.compile`` it is :class:`_CompiledBernoulliLogProb` instead, which Inductor fuses.
     Differentiable twice (the backward is recorded out of place under ``create_graph``).
     """
@@ -84,10 +82,10 @@ def softplus_sum(logits: Tensor) -> Tensor:
     log of a product, so the D logs become D/16: sum_d softplus(l_d) = sum_d max(l_d, 0) +
     sum_g log prod_{d in g} (1 + e_d). The same value as ``F.softplus(l).sum(-1)`` up to float
     rounding (a relative 2e-6 of the sum in float32, tested). Used only under ``torch.compile``,
-    where Inductor turns it into one vectorized pass over the logits; log1p(exp(.)) per element
-    is twice as slow there: 2.8 against 6.3 ms for the K = 50 batch of Burda's net on 2 CPU
-    threads (``python -m vaeinf.bench`` reports the whole step). In eager mode the grouped
-    product is a slow reduction, so :func:`bernoulli_log_prob` keeps ``F.softplus``.
+    where Inductor turns it into one vectorized pass over the logits, about twice as fast as
+    log1p(exp(.)) per element there (measured in a profile of the compiled step; the benchmark
+    report times the whole step). In eager mode the grouped product is a slow reduction, so
+    :func:`bernoulli_log_prob` keeps ``F.softplus``.
     """
     e = torch.exp(-logits.abs())
     factors = 1 + e

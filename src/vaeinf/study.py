@@ -36,9 +36,12 @@ from typing import Any
 import yaml
 
 from vaeinf.config import ConfigError, RunConfig, from_dict
+from vaeinf.names import DATASETS, METHODS
 
-#: Run directory of one run; ``logs/`` and ``benchmarks/`` mirror it.
-RUN_DIR = "results/{dataset}/{method}/k{K}/seed{seed}"
+#: The path of one run below ``results/``, which ``logs/`` and ``benchmarks/`` mirror: the one
+#: definition of the run-directory layout (the workflow's wildcards come from it).
+RUN_PATH = "{dataset}/{method}/k{K}/seed{seed}"
+RUN_DIR = f"results/{RUN_PATH}"
 
 #: Keys of a run that the grid sets; ``run`` and the overrides may not set them.
 GRID_KEYS = ("dataset", "method", "K", "seed")
@@ -141,10 +144,7 @@ def check_study(config: dict, source: str = "the study config") -> None:
 
     Raises :class:`StudyError` with one line naming the key, before any job runs.
     """
-    from vaeinf.data import DATASETS
-    from vaeinf.methods import REGISTRY
-
-    for key, allowed in (("datasets", DATASETS), ("methods", REGISTRY)):
+    for key, allowed in (("datasets", DATASETS), ("methods", METHODS)):
         for i, name in enumerate(config[key]):
             if name not in allowed:
                 raise StudyError(
@@ -157,7 +157,7 @@ def check_study(config: dict, source: str = "the study config") -> None:
         if len(set(config[key])) != len(config[key]):
             raise StudyError(f"{source}: key '{key}' lists a value twice: {config[key]}")
     sections = [("run", config.get("run") or {})]
-    for kind, registry in (("method_overrides", REGISTRY), ("dataset_overrides", DATASETS)):
+    for kind, registry in (("method_overrides", METHODS), ("dataset_overrides", DATASETS)):
         for name, over in (config.get(kind) or {}).items():
             if name not in registry:
                 raise StudyError(
@@ -210,7 +210,7 @@ def data_files(config: dict, dataset: str) -> list[str]:
     """
     import os
 
-    from vaeinf.data import BINARIZED_MNIST_NPZ_ENV, DOWNLOADS
+    from vaeinf.downloads import BINARIZED_MNIST_NPZ_ENV, DOWNLOADS
 
     if not DOWNLOADS.get(dataset):
         return []
@@ -227,8 +227,8 @@ def data_files(config: dict, dataset: str) -> list[str]:
 
 def download(dataset: str, root: str | Path, manifest: str | Path) -> list[Path]:
     """``vaeinf download`` (checksummed) plus a manifest of ``sha256  path`` lines."""
-    from vaeinf.data import DOWNLOADS
-    from vaeinf.data import download as fetch
+    from vaeinf.downloads import DOWNLOADS
+    from vaeinf.downloads import download as fetch
     from vaeinf.results import atomic_write_text
 
     paths = fetch(dataset, root)
@@ -319,14 +319,16 @@ def train_job(
     threads: int = 1,
     attempt: int = 1,
 ) -> int:
-    """The workflow's train job: ``vaeinf train`` on one run, in this process.
+    """The workflow's train job: :func:`vaeinf.train.train` on one run, in this process.
 
-    Sets torch's threads, drops stale state (:func:`stale_files`) and returns the CLI's exit
-    status (0, 2 bad input, 143 preempted after checkpointing, 1 non-finite loss).
+    Sets torch's threads, drops stale state (:func:`stale_files`) and returns the exit status
+    of ``vaeinf train`` for the same run (:mod:`vaeinf.errors`: 0, 2 bad input, 143 preempted
+    after checkpointing, 1 non-finite loss), the one-line reason last in the log.
     """
     import torch
 
-    from vaeinf.cli import main
+    from vaeinf.errors import exit_status
+    from vaeinf.train import train
 
     torch.set_num_threads(max(1, int(threads)))
     log = open(log_path, "a") if log_path else None  # noqa: SIM115
@@ -339,14 +341,18 @@ def train_job(
         print(train_command(run_dir, overrides), flush=True)
         try:
             cfg = resolved_run_config(overrides)
-        except ConfigError as e:
-            print(f"vaeinf: error: {e}", file=sys.stderr, flush=True)
-            return 2
-        stale, reason = stale_files(run_dir, cfg, attempt)
-        for p in stale:
-            print(f"# {reason}: removing {p}", flush=True)
-            p.unlink()
-        return main(["train", "--out", run_dir, *set_args(overrides), "--no-progress"])
+            stale, reason = stale_files(run_dir, cfg, attempt)
+            for p in stale:
+                print(f"# {reason}: removing {p}", flush=True)
+                p.unlink()
+            print(f"trained: {train(cfg, run_dir, progress=False)}", flush=True)
+            return 0
+        except Exception as e:
+            status = exit_status(e)
+            if status is None:
+                raise
+            print(status[1], file=sys.stderr, flush=True)
+            return status[0]
 
 
 def snakemake_train(smk) -> int:

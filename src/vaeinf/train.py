@@ -29,9 +29,10 @@ import yaml
 from tqdm import tqdm
 
 from vaeinf.bounds import iwae
-from vaeinf.config import ConfigError, RunConfig
+from vaeinf.config import RunConfig
 from vaeinf.data import Dataset, load_dataset
-from vaeinf.methods import Method, NonFiniteLoss, build_model
+from vaeinf.errors import ConfigError, NonFiniteLoss, Preempted
+from vaeinf.methods import Method, build_model
 from vaeinf.results import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger("vaeinf.train")
@@ -41,10 +42,6 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 CONFIG = "config.yaml"
 TRAIN_LOG = "train_log.csv"
-
-
-class Preempted(RuntimeError):
-    """Training stopped on SIGTERM/SIGINT after writing a checkpoint."""
 
 
 def burda_schedule() -> list[float]:

@@ -1,11 +1,12 @@
 # Aggregation, tables and figures: cheap, from the runs' metrics.json and samples.npz only, so
-# a change here never retrains or re-evaluates. Each figure is its own job. The library module
-# that draws them is an input, so editing it redraws them.
+# a change here never retrains or re-evaluates. Each table and each figure is its own job whose
+# inputs include its own module (vaeinf.tables.NAME, vaeinf.figures.NAME), so editing one
+# rebuilds only it.
 
 
 localrules:
     aggregate,
-    tables,
+    table,
     figure,
     variables,
 
@@ -26,20 +27,20 @@ rule aggregate:
         "../scripts/aggregate.py"
 
 
-rule tables:
+rule table:
     input:
-        summary="results/summary.csv",
-        code=library("aggregate"),
+        summary=rules.aggregate.output.summary,
+        code=get_table_code,
     output:
-        **{name: f"{GEN}/tables/{name}.md" for name in TABLES},
+        table=f"{GEN}/tables/{{table}}.md",
     log:
-        "logs/tables.log",
+        "logs/tables/{table}.log",
     conda:
         CONDA_ENV
     params:
         methods=config["methods"],
     script:
-        "../scripts/tables.py"
+        "../scripts/table.py"
 
 
 rule figure:
@@ -61,7 +62,7 @@ rule figure:
 
 rule variables:
     input:
-        summary="results/summary.csv",
+        summary=rules.aggregate.output.summary,
         code=library("aggregate"),
     output:
         variables="paper/_variables.yml",

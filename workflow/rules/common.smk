@@ -5,15 +5,16 @@ import importlib.util
 import os
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from vaeinf import study
-from vaeinf.aggregate import TABLES
-from vaeinf.data import DATASETS, DOWNLOADS
-from vaeinf.figures import FIGURES
-from vaeinf.methods import REGISTRY
+from vaeinf.downloads import DOWNLOADS
+from vaeinf.figures import INPUTS as FIGURE_INPUTS
+from vaeinf.names import DATASETS, METHODS
+from vaeinf.tables import TABLES
 
 # Job commands (vaeinf, python) come from the environment that runs Snakemake, also when it is
 # started as .venv/bin/snakemake without activating that environment.
@@ -31,9 +32,9 @@ except study.StudyError as e:
     raise WorkflowError(str(e)) from None
 
 RUNS = study.runs(config)
-RUN = "results/{dataset}/{method}/k{K}/seed{seed}"
-LOG = "logs/{dataset}/{method}/k{K}/seed{seed}"
-BENCH = "benchmarks/{dataset}/{method}/k{K}/seed{seed}"
+RUN = study.RUN_DIR
+LOG = f"logs/{study.RUN_PATH}"
+BENCH = f"benchmarks/{study.RUN_PATH}"
 GEN = "paper/_generated"
 DATA_DIR = study.data_dir(config)
 DOWNLOADABLE = sorted(d for d, files in DOWNLOADS.items() if files)
@@ -41,17 +42,17 @@ DOWNLOADABLE = sorted(d for d, files in DOWNLOADS.items() if files)
 
 wildcard_constraints:
     dataset="|".join(sorted(DATASETS)),
-    method="|".join(sorted(REGISTRY)),
+    method="|".join(sorted(METHODS)),
     K=r"[1-9][0-9]*",
     seed=r"[0-9]+",
-    figure="|".join(FIGURES),
+    figure="|".join(FIGURE_INPUTS),
     table="|".join(TABLES),
 
 
-def library(module):
-    """The source file of vaeinf.<module>: an input of the rules whose logic it holds, so that
-    editing it reruns them (it is never an input of training or evaluation)."""
-    return importlib.util.find_spec(f"vaeinf.{module}").origin
+def library(*modules):
+    """The source files of vaeinf.<module>: inputs of the rules whose logic they hold, so that
+    editing one reruns them (they are never inputs of training or evaluation)."""
+    return [importlib.util.find_spec(f"vaeinf.{m}").origin for m in modules]
 
 
 def quarto_available():
@@ -69,9 +70,9 @@ def resource(job, key):
     return config["resources"][job][key]
 
 
-def run_files(name, runs=None):
-    """The file `name` of every run of the grid (or of `runs`)."""
-    return [f"{r.dir}/{name}" for r in (RUNS if runs is None else runs)]
+def run_files(pattern, runs=None):
+    """An output pattern of a per-run rule, filled in for every run of the grid (or `runs`)."""
+    return [pattern.format(**asdict(r)) for r in (RUNS if runs is None else runs)]
 
 
 def get_data_files(wildcards):
@@ -89,7 +90,7 @@ def get_run_config(wildcards):
 
 
 def get_all_metrics(wildcards):
-    return run_files("metrics.json")
+    return run_files(rules.evaluate.output.metrics)
 
 
 def sample_K():
@@ -102,29 +103,36 @@ def get_sample_runs():
 
 
 def get_figure_inputs(wildcards):
-    kind = FIGURES[wildcards.figure]
-    inputs = {"code": library("figures")}
+    """The figure's own module and the shared style (so a cosmetic edit of one figure redraws
+    only it), and what it is drawn from: a table of the aggregate rule or the runs' samples.
+    """
+    kind = FIGURE_INPUTS[wildcards.figure]
+    inputs = {"code": library(f"figures.{wildcards.figure}", "figures.style")}
     if kind == "samples":
-        inputs["samples"] = run_files("samples.npz", get_sample_runs())
+        inputs["samples"] = run_files(rules.evaluate.output.samples, get_sample_runs())
     else:
-        inputs[kind] = f"results/{kind}.csv"
+        inputs[kind] = getattr(rules.aggregate.output, kind)
     return inputs
+
+
+def get_table_code(wildcards):
+    return library(f"tables.{wildcards.table}", "tables.format")
 
 
 def get_paper_inputs(wildcards=None):
     """Every generated input of the paper (tables, figures, setup, variables)."""
     return {
-        "tables": expand(f"{GEN}/tables/{{table}}.md", table=TABLES),
-        "figures": expand(f"{GEN}/figures/{{figure}}.png", figure=FIGURES),
-        "setup": f"{GEN}/setup.md",
-        "variables": "paper/_variables.yml",
+        "tables": expand(rules.table.output.table, table=TABLES),
+        "figures": expand(rules.figure.output.png, figure=FIGURE_INPUTS),
+        "setup": rules.setup.output.setup,
+        "variables": rules.variables.output.variables,
     }
 
 
 def get_final_targets():
     targets = [
         "results/summary.csv",
-        *expand(f"{GEN}/figures/{{figure}}.pdf", figure=FIGURES),
+        *expand(f"{GEN}/figures/{{figure}}.pdf", figure=FIGURE_INPUTS),
         f"{GEN}/manuscript-check.txt",
     ]
     if render_paper():

@@ -33,80 +33,17 @@ honest estimate of an upper bound on -log p(x), never a number that leans on T.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaeinf.config import ConfigError
-from vaeinf.methods.base import Method, Posterior, check_finite
+from vaeinf.methods.base import Method, Posterior, check_finite, standard_normal_log_prob
 from vaeinf.nets import ACTIVATIONS, mlp
 
 #: Rows (samples x points) per chunk when fitting the evaluation proposal.
 FIT_ROWS = 32768
-
-
-@dataclasses.dataclass
-class AVBOptions:
-    """``method_options`` of `avb`.
-
-    noise_dim: size of the encoder's noise input eps (null: the latent size).
-    adaptive_contrast: true (default): T contrasts q(z|x) with the Gaussian r(z|x) of q's mean
-        and standard deviations instead of with p(z) (Mescheder et al. 2017, Sec. 4); false:
-        plain AVB, whose adversary lags a narrowing posterior (see the module docstring).
-    contrast_samples: the draws per point, besides the K, from which r's moments are
-        estimated (with gradient).
-    adversary_hidden: hidden widths of T (null: the model's hidden widths).
-    adversary_lr, adversary_betas: Adam for T (the second optimizer; it does not follow the
-        learning-rate schedule, which drives the encoder/decoder optimizer).
-    proposal_samples: samples of the implicit posterior per point to fit the proposal.
-    proposal_covariance: "full" or "diag" covariance S of the fitted Gaussian.
-    proposal_scales: the proposal is the equal-weight mixture of N(m, c^2 S) over these std
-        multipliers c (values >= 1 widen the tails, the safe direction for importance sampling).
-    proposal_prior_weight: alpha of the defensive mixture (1 - alpha) [Gaussians] + alpha p(z)
-        (Hesterberg 1995, "Weighted average importance sampling and defensive mixture
-        distributions"): every weight is then at most p(x|z) / alpha, so the estimator has
-        finite variance however poorly the Gaussian fits; the price at large K is at most
-        -log(1 - alpha) nats (0.05 nats for the default), at small K the prior draws lower L_K.
-    """
-
-    noise_dim: int | None = None
-    adaptive_contrast: bool = True
-    contrast_samples: int = 8
-    adversary_hidden: list[int] | None = None
-    adversary_lr: float = 1e-3
-    adversary_betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
-    proposal_samples: int = 512
-    proposal_covariance: Literal["full", "diag"] = "full"
-    proposal_scales: list[float] = dataclasses.field(default_factory=lambda: [1.2])
-    proposal_prior_weight: float = 0.05
-
-    def __post_init__(self):
-        def bad(key, rule):
-            value = getattr(self, key)
-            raise ConfigError(
-                f"config key 'method_options.{key}': {value!r} is out of range; must be {rule}"
-            )
-
-        if self.noise_dim is not None and self.noise_dim < 1:
-            bad("noise_dim", ">= 1 or null")
-        if self.contrast_samples < 2:
-            bad("contrast_samples", ">= 2")
-        if any(h < 1 for h in self.adversary_hidden or []):
-            bad("adversary_hidden", "a list of widths >= 1 or null")
-        if not self.adversary_lr > 0:
-            bad("adversary_lr", "> 0")
-        if len(self.adversary_betas) != 2 or not all(0 <= b < 1 for b in self.adversary_betas):
-            bad("adversary_betas", "two numbers in [0, 1)")
-        if self.proposal_samples < 2:
-            bad("proposal_samples", ">= 2")
-        if not self.proposal_scales or not all(c > 0 for c in self.proposal_scales):
-            bad("proposal_scales", "a non-empty list of numbers > 0")
-        if not 0 <= self.proposal_prior_weight < 1:
-            bad("proposal_prior_weight", "in [0, 1)")
 
 
 class ImplicitEncoder(nn.Module):
@@ -149,11 +86,6 @@ def adversary_loss(t_q: Tensor, t_p: Tensor) -> Tensor:
     return F.softplus(-t_q).mean() + F.softplus(t_p).mean()
 
 
-def log_standard_normal(z: Tensor) -> Tensor:
-    """log N(z; 0, I) over the last dimension."""
-    return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
-
-
 class ImplicitPosterior(Posterior):
     """AVB's q(z|x): samples only; :meth:`log_prob` raises, so the mutual information is
     recorded as null. The ``log q`` returned with the samples is the adversary's stand-in (see
@@ -161,7 +93,7 @@ class ImplicitPosterior(Posterior):
 
     has_density = False
 
-    def __init__(self, dim, latent, hidden, activation, options: AVBOptions):
+    def __init__(self, dim, latent, hidden, activation, options):
         super().__init__()
         self.adaptive_contrast = options.adaptive_contrast
         self.contrast_samples = options.contrast_samples
@@ -183,12 +115,12 @@ class ImplicitPosterior(Posterior):
         """
         if not self.adaptive_contrast:
             z = self.encoder(x, K)  # (K, B, D)
-            return z, z, self.adversary(x, z) + log_standard_normal(z)
+            return z, z, self.adversary(x, z) + standard_normal_log_prob(z)
         draws = self.encoder(x, K + self.contrast_samples)  # (K + S, B, D)
         z, rest = draws[:K], draws[K:]
         m, s = rest.mean(0), rest.std(0).clamp_min(1e-6)  # (B, D) each
         u = (z - m) / s  # (K, B, D)
-        log_r = log_standard_normal(u) - torch.log(s).sum(-1)  # log N(z; m, s^2), (K, B)
+        log_r = standard_normal_log_prob(u) - torch.log(s).sum(-1)  # log N(z; m, s^2), (K, B)
         return z, u, self.adversary(x, u) + log_r
 
     def rsample_and_log_prob(self, x, K, stop_param_grad=False):
@@ -210,8 +142,6 @@ class AVB(Method):
 
     name = "avb"
     objective = "elbo"
-    Options = AVBOptions
-    estimators = ("standard",)
 
     def __init__(self, cfg, dim, train_mean):
         super().__init__(cfg, dim, train_mean)
@@ -261,7 +191,7 @@ class AVB(Method):
         opt_main, opt_adv = optimizers
         z, u, log_q = self.posterior.sample(x, K)  # (K, B, D), (K, B, D), (K, B)
         log_px = self.decoder.log_prob(x, self.decoder(z))  # (K, B)
-        bound = (log_px + log_standard_normal(z) - log_q).mean(0)  # (B,)
+        bound = (log_px + standard_normal_log_prob(z) - log_q).mean(0)  # (B,)
         main_loss = -bound.mean()
         u = u.detach()
         adv_loss = adversary_loss(
@@ -332,9 +262,9 @@ class AVB(Method):
         )  # (K, B, J)
         log_r = torch.logsumexp(log_gauss + math.log((1 - alpha) / len(c)), -1)  # (K, B)
         if alpha > 0:
-            log_r = torch.logaddexp(log_r, math.log(alpha) + log_standard_normal(z))
+            log_r = torch.logaddexp(log_r, math.log(alpha) + standard_normal_log_prob(z))
         log_px = self.decoder.log_prob(x, self.decoder(z))  # (K, B)
-        return log_px + log_standard_normal(z) - log_r
+        return log_px + standard_normal_log_prob(z) - log_r
 
     @torch.no_grad()
     def extra_metrics(self, x: Tensor) -> dict:

@@ -4,29 +4,55 @@ A method is a posterior family q(z|x) (a :class:`Posterior`) plus a training obj
 Bernoulli decoder p(x|z) and the N(0, I) prior are shared by all methods, so everything above
 :meth:`Method.log_weights` -- objectives, gradient estimators, evaluation -- is method-agnostic.
 A method that trains differently (AVB's adversary, SA-VAE's inner loop) overrides one hook
-(:meth:`Method.train_step` or :meth:`Posterior.rsample_and_log_prob`), never the training loop.
+(:meth:`Method.train_step` or :meth:`Method.training_loss`), never the training loop.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from vaeinf import bounds
-from vaeinf.config import ConfigError, RunConfig, from_dict
+from vaeinf.config import RunConfig
+from vaeinf.errors import NonFiniteLoss
 from vaeinf.nets import BernoulliDecoder, standard_normal
 
+#: Rows (samples x points) per chunk of a posterior's log q(z|x) at given z (bounded memory).
+LOG_PROB_ROWS = 65536
 
-class NonFiniteLoss(FloatingPointError):
-    """The training loss became NaN or infinite."""
+
+# ---------------------------------------------------------------------------------------------
+# The diagonal-Gaussian toolkit every posterior family builds on (the base distribution of the
+# flows, the Gaussian of vae/iwae/semi_amortized, AVB's contrast distribution).
 
 
-@dataclasses.dataclass
-class NoOptions:
-    """A method without options of its own."""
+def standard_normal_log_prob(eps: Tensor) -> Tensor:
+    """log N(eps; 0, I) over the last dimension: (..., D) -> (...)."""
+    return -0.5 * (eps * eps).sum(-1) - 0.5 * eps.shape[-1] * math.log(2 * math.pi)
+
+
+def gaussian_rsample(mu: Tensor, log_sigma: Tensor, K: int) -> tuple[Tensor, Tensor]:
+    """z = mu + sigma * eps, eps ~ N(0, I), of shape (K, B, D) for mu, log sigma (B, D), and
+    log N(z; mu, diag sigma^2) of shape (K, B), computed from eps (no division by sigma)."""
+    eps = torch.randn((K, *mu.shape), dtype=mu.dtype, device=mu.device)  # (K, B, D)
+    z = mu + torch.exp(log_sigma) * eps
+    return z, standard_normal_log_prob(eps) - log_sigma.sum(-1)
+
+
+def gaussian_log_prob(z: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
+    """log N(z; mu, diag sigma^2): z (K, B, D), mu and log sigma (B, D) -> (K, B)."""
+    return standard_normal_log_prob((z - mu) * torch.exp(-log_sigma)) - log_sigma.sum(-1)
+
+
+def chunked_over_samples(fn: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
+    """fn(z) for z (K, B, D) -> (K, B), in chunks of samples of at most ``LOG_PROB_ROWS`` rows,
+    for log densities whose inverse pass holds several (K, B, D) temporaries."""
+    chunk = max(1, LOG_PROB_ROWS // max(1, z.shape[1]))
+    return torch.cat([fn(zc) for zc in z.split(chunk)])
 
 
 class Posterior(nn.Module):
@@ -35,9 +61,6 @@ class Posterior(nn.Module):
     Shapes: x (B, D_x); z (K, B, D) with the sample dimension first; log-densities (K, B).
     """
 
-    #: True when log q(z|x) can be evaluated with the variational parameters detached, which the
-    #: path-derivative estimators STL (Roeder et al. 2017) and DReG (Tucker et al. 2018) need.
-    path_gradient: ClassVar[bool] = False
     #: True when log q is an exact density of the samples (False for AVB's implicit posterior).
     has_density: ClassVar[bool] = True
 
@@ -80,35 +103,26 @@ class Posterior(nn.Module):
 class Method(nn.Module):
     """Shared model: ``posterior`` q(z|x), ``decoder`` p(x|z), prior p(z) = N(0, I).
 
-    Subclasses set ``name``, ``objective`` ("elbo" or "iwae"), ``Options`` (a dataclass of their
-    ``method_options``) and build their posterior in :meth:`build_posterior`.
+    Subclasses set ``name`` and ``objective`` ("elbo" or "iwae") and build their posterior in
+    :meth:`build_posterior`. Their options (``self.options``) and supported estimators are
+    declared, torch-free, in :data:`vaeinf.config.METHOD_OPTIONS` and
+    :data:`vaeinf.names.METHODS`.
     """
 
     name: ClassVar[str] = ""
     objective: ClassVar[str] = "iwae"
-    Options: ClassVar[type] = NoOptions
-    #: The encoder gradient estimators this method supports (see :func:`vaeinf.bounds.loss`).
-    estimators: ClassVar[tuple[str, ...]] = ("standard",)
+    #: Bytes of the method's own state per (sample, point) row of evaluation log-weights, on top
+    #: of the decoder's (:func:`vaeinf.evaluate.bytes_per_row`).
+    eval_bytes_per_sample: int = 0
 
     def __init__(self, cfg: RunConfig, dim: int, train_mean: Tensor):
         super().__init__()
         m = cfg.model.resolved()
         self.cfg = cfg
         self.dim, self.latent = dim, m.latent
-        self.options = from_dict(self.Options, cfg.method_options, prefix="method_options")
+        self.options = cfg.options()
         self.posterior = self.build_posterior(dim, m.latent, m.hidden, m.activation)
         self.decoder = BernoulliDecoder(m.latent, m.hidden[::-1], dim, m.activation, train_mean)
-
-    # -- configuration ---------------------------------------------------------------------
-    @classmethod
-    def check_config(cls, cfg: RunConfig) -> None:
-        """Validate ``method_options`` and the estimator for this method (ConfigError)."""
-        from_dict(cls.Options, cfg.method_options, prefix="method_options")
-        if cfg.estimator not in cls.estimators:
-            raise ConfigError(
-                f"config key 'estimator': {cfg.estimator!r} is not available for method "
-                f"{cls.name!r}; allowed: {', '.join(cls.estimators)}"
-            )
 
     def build_posterior(
         self, dim: int, latent: int, hidden: list[int], activation: str
@@ -140,13 +154,17 @@ class Method(nn.Module):
     #: What :meth:`eval_log_weights` samples from, recorded in metrics.json.
     proposal: ClassVar[str] = "the posterior q(z|x) itself"
 
+    def extra_metrics(self, x: Tensor) -> dict:
+        """Method-specific entries of metrics.json, evaluated on the test points x (B, D_x)."""
+        return {}
+
     # -- training hooks --------------------------------------------------------------------
     def make_optimizers(self, lr: float, betas: list[float], eps: float) -> list:
         """Optimizers; the first one's learning rate follows the schedule.
 
         Adam uses its fused kernel (one pass per parameter instead of a dozen small ops; the
-        same update up to float rounding) on CPU and CUDA: about 10% off the K = 1 IWAE step
-        on 2 CPU threads (``python -m vaeinf.bench``).
+        same update up to float rounding) on CPU and CUDA; the benchmark report gives its
+        effect on the step time.
         """
         params = list(self.parameters())
         fused = all(p.device.type in ("cpu", "cuda") for p in params) or None

@@ -13,41 +13,18 @@ the map is invertible (Rezende & Mohamed 2015, Appendix A.1 and A.2) for any raw
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaeinf.config import ConfigError
-from vaeinf.methods.base import Method, Posterior
+from vaeinf.methods.base import (
+    Method,
+    Posterior,
+    chunked_over_samples,
+    gaussian_log_prob,
+    gaussian_rsample,
+)
 from vaeinf.nets import mlp
-
-#: Rows (samples x points) per chunk of :meth:`FlowPosterior.log_prob`.
-LOG_PROB_ROWS = 65536
-
-
-@dataclasses.dataclass
-class FlowOptions:
-    """``method_options`` of `flow`.
-
-    objective: the bound trained, L_K ("iwae", Burda et al. 2015) or the K-sample ELBO ("elbo").
-    flow: "planar" (Eq. 10) or "radial" (Eq. 14) steps.
-    steps: the number of flow steps T.
-    """
-
-    objective: Literal["iwae", "elbo"] = "iwae"
-    flow: Literal["planar", "radial"] = "planar"
-    steps: int = 8
-
-    def __post_init__(self):
-        if self.steps < 1:
-            raise ConfigError(
-                f"config key 'method_options.steps': {self.steps!r} is out of range; must be >= 1"
-            )
-
 
 # ---------------------------------------------------------------------------------------------
 # Planar flow: f(z) = z + u_hat h(w^T z + b), h = tanh (Rezende & Mohamed 2015, Eq. 10).
@@ -161,7 +138,7 @@ class FlowPosterior(Posterior):
         self.flow_head = nn.Linear(hidden[-1], steps * per_step)
 
     def params(self, x: Tensor) -> tuple[Tensor, Tensor, list[tuple[Tensor, ...]]]:
-        """mu, sigma (B, D) and, per step, the raw flow parameters of each data point."""
+        """mu, log sigma (B, D) and, per step, the raw flow parameters of each data point."""
         h = self.features(x)  # (B, H)
         mu, log_var = self.base_head(h).chunk(2, dim=-1)
         raw = self.flow_head(h).unflatten(-1, (self.steps, -1))  # (B, T, per_step)
@@ -173,7 +150,7 @@ class FlowPosterior(Posterior):
                 steps.append((p[:, :D], p[:, D : 2 * D], p[:, 2 * D]))  # u, w, b
             else:
                 steps.append((p[:, :D], p[:, D], p[:, D + 1]))  # z0, alpha_raw, beta_raw
-        return mu, torch.exp(0.5 * log_var), steps
+        return mu, 0.5 * log_var, steps
 
     def _step(self, z: Tensor, p: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         return planar_step(z, *p) if self.flow == "planar" else radial_step(z, *p)
@@ -181,11 +158,8 @@ class FlowPosterior(Posterior):
     def rsample_and_log_prob(self, x, K, stop_param_grad=False):
         if stop_param_grad:
             raise NotImplementedError("the flow posterior supports the standard estimator only")
-        mu, sigma, steps = self.params(x)
-        eps = torch.randn((K, *mu.shape), dtype=mu.dtype, device=mu.device)  # (K, B, D)
-        z = mu + sigma * eps  # (K, B, D)
-        # log q_0(z_0|x) from eps: -1/2 |eps|^2 - sum log sigma - D/2 log 2 pi.
-        log_q = -0.5 * (eps * eps).sum(-1) - torch.log(sigma).sum(-1) - _half_log_2pi(mu)
+        mu, log_sigma, steps = self.params(x)
+        z, log_q = gaussian_rsample(mu, log_sigma, K)  # z_0 (K, B, D), log q_0(z_0|x) (K, B)
         for p in steps:
             z, log_det = self._step(z, p)
             log_q = log_q - log_det  # Eq. 13
@@ -202,23 +176,16 @@ class FlowPosterior(Posterior):
                 "planar flows have no closed-form inverse, so log q(z|x) at a given z (needed "
                 "for the mutual information) is not available"
             )
-        mu, sigma, steps = self.params(x)
-        chunk = max(1, LOG_PROB_ROWS // max(1, z.shape[1]))  # bounded memory
-        return torch.cat([self._radial_log_prob(zc, mu, sigma, steps) for zc in z.split(chunk)])
+        mu, log_sigma, steps = self.params(x)
+        return chunked_over_samples(lambda zc: self._radial_log_prob(zc, mu, log_sigma, steps), z)
 
-    def _radial_log_prob(self, z, mu, sigma, steps) -> Tensor:
+    def _radial_log_prob(self, z, mu, log_sigma, steps) -> Tensor:
         log_det_sum = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)  # (k, B)
         for p in reversed(steps):
             z_prev = radial_inverse(z, *p)
             log_det_sum = log_det_sum + radial_step(z_prev, *p)[1]
             z = z_prev
-        eps = (z - mu) / sigma
-        log_q0 = -0.5 * (eps * eps).sum(-1) - torch.log(sigma).sum(-1) - _half_log_2pi(mu)
-        return log_q0 - log_det_sum
-
-
-def _half_log_2pi(mu: Tensor) -> float:
-    return 0.5 * mu.shape[-1] * math.log(2 * math.pi)
+        return gaussian_log_prob(z, mu, log_sigma) - log_det_sum
 
 
 class FlowMethod(Method):
@@ -226,8 +193,6 @@ class FlowMethod(Method):
     L_K by default (``method_options.objective``)."""
 
     name = "flow"
-    Options = FlowOptions
-    estimators = ("standard",)
 
     def __init__(self, cfg, dim, train_mean):
         super().__init__(cfg, dim, train_mean)

@@ -29,7 +29,6 @@ class GaussianEncoder(nn.Module):
 class GaussianPosterior(Posterior):
     """q(z|x) = N(mu(x), diag sigma(x)^2), sampled as z = mu + sigma * eps, eps ~ N(0, I)."""
 
-    path_gradient = True
     dim_kl_kind = "closed form"
 
     def __init__(self, dim: int, latent: int, hidden: list[int], activation: str):
@@ -71,7 +70,6 @@ class VAE(GaussianMethod):
 
     name = "vae"
     objective = "elbo"
-    estimators = ("standard", "stl")
 
 
 class IWAE(GaussianMethod):
@@ -79,4 +77,3 @@ class IWAE(GaussianMethod):
 
     name = "iwae"
     objective = "iwae"
-    estimators = ("standard", "stl", "dreg")

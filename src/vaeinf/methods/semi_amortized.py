@@ -21,71 +21,17 @@ point's gradient at once (the points do not interact); only the T steps are a Py
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from vaeinf import bounds
-from vaeinf.config import ConfigError
-from vaeinf.methods.base import Method, Posterior
+from vaeinf.methods.base import Method, Posterior, gaussian_log_prob, gaussian_rsample
 from vaeinf.nets import mlp
 
 #: Seed of the refinement noise in eval mode (see :meth:`SemiAmortizedPosterior.refine`).
 EVAL_SEED = 0
-
-
-@dataclasses.dataclass
-class SemiAmortizedOptions:
-    """``method_options`` of `semi_amortized`.
-
-    Steps, momentum and clipping follow Kim et al. (2018) (20 steps, momentum 0.5, gradient norm
-    clipped at 5). Their step size of 1 does not carry over to the gradient of each point's own
-    ELBO used here (so that a point's refinement does not depend on the batch), so 0.01 was
-    chosen by measurement: starting from a VAE encoder on binarized MNIST (Burda's net, 3
-    epochs), the 20 steps raised the mean test ELBO by +2.4 nats (99% of points) at 0.01, +2.2
-    at 0.02, and lowered it at 0.1 (-1.9) and 1.0 (-88, divergent).
-
-    objective: the bound trained on the refined posterior, L_K ("iwae") or the ELBO ("elbo").
-    steps: refinement steps T (0: the plain amortized Gaussian).
-    lr, momentum: SGD with momentum on lambda = (mu, log sigma^2) of each point,
-        v <- momentum v + grad f, lambda <- lambda + lr v.
-    grad_clip: the gradient of each point is rescaled to at most this L2 norm (null: no clipping);
-        per point, so a point's refined posterior never depends on the rest of the batch.
-    refine_samples: Monte Carlo samples of E_q[log p(x|z)] per refinement step.
-    backprop_through_refinement: true: the encoder's gradient flows through the refinement;
-        false: the ablation described in the module docstring.
-    """
-
-    objective: Literal["iwae", "elbo"] = "iwae"
-    steps: int = 20
-    lr: float = 0.01
-    momentum: float = 0.5
-    grad_clip: float | None = 5.0
-    refine_samples: int = 1
-    backprop_through_refinement: bool = True
-
-    def __post_init__(self):
-        def bad(key, rule):
-            value = getattr(self, key)
-            raise ConfigError(
-                f"config key 'method_options.{key}': {value!r} is out of range; must be {rule}"
-            )
-
-        if self.steps < 0:
-            bad("steps", ">= 0")
-        if not self.lr > 0:
-            bad("lr", "> 0")
-        if not 0 <= self.momentum < 1:
-            bad("momentum", "in [0, 1)")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            bad("grad_clip", "> 0 or null")
-        if self.refine_samples < 1:
-            bad("refine_samples", ">= 1")
 
 
 def bernoulli_log_lik(x: Tensor, logits: Tensor) -> Tensor:
@@ -103,7 +49,6 @@ class SemiAmortizedPosterior(Posterior):
     module tree, so its parameters are neither duplicated in the state dict nor optimized twice).
     """
 
-    path_gradient = True
     dim_kl_kind = "closed form (refined Gaussian)"
 
     def __init__(self, dim: int, latent: int, hidden: list[int], activation: str, options):
@@ -175,19 +120,17 @@ class SemiAmortizedPosterior(Posterior):
 
     def rsample_and_log_prob(self, x, K, stop_param_grad=False):
         mu, log_var = self.refine(x)  # (B, D)
-        sigma = torch.exp(0.5 * log_var)
-        eps = torch.randn((K, *mu.shape), dtype=mu.dtype, device=mu.device)
-        z = mu + sigma * eps  # (K, B, D)
+        z, log_q = gaussian_rsample(mu, 0.5 * log_var, K)  # (K, B, D), (K, B)
         if stop_param_grad:  # STL / DReG: log q with lambda_T detached
-            return z, _normal_log_prob(z, mu.detach(), log_var.detach())
-        return z, -0.5 * (eps * eps).sum(-1) - 0.5 * log_var.sum(-1) - _half_log_2pi(mu)
+            return z, gaussian_log_prob(z, mu.detach(), 0.5 * log_var.detach())
+        return z, log_q
 
     def log_prob(self, z: Tensor, x: Tensor) -> Tensor:
         """log N(z; mu_T, sigma_T^2) of the refined Gaussian, z (K, B, D) -> (K, B). In eval mode
         (fixed refinement noise) it is the density :meth:`rsample_and_log_prob` sampled from;
         in training mode the refinement's noise is drawn anew."""
         mu, log_var = self.refine(x)
-        return _normal_log_prob(z, mu, log_var)
+        return gaussian_log_prob(z, mu, 0.5 * log_var)
 
     @torch.no_grad()
     def mean(self, x, n=100):
@@ -199,22 +142,11 @@ class SemiAmortizedPosterior(Posterior):
         return 0.5 * (torch.exp(log_var) + mu * mu - 1.0 - log_var)
 
 
-def _half_log_2pi(mu: Tensor) -> float:
-    return 0.5 * mu.shape[-1] * math.log(2 * math.pi)
-
-
-def _normal_log_prob(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
-    """log N(z; mu, diag exp(log_var)), z (K, B, D), mu/log_var (B, D) -> (K, B)."""
-    return -0.5 * ((z - mu) ** 2 * torch.exp(-log_var) + log_var).sum(-1) - _half_log_2pi(mu)
-
-
 class SemiAmortizedMethod(Method):
     """`semi_amortized`: SA-VAE (Kim et al. 2018) with the refined Gaussian trained on L_K by
     default (``method_options.objective``); STL and DReG apply to the refined Gaussian."""
 
     name = "semi_amortized"
-    Options = SemiAmortizedOptions
-    estimators = ("standard", "stl", "dreg")
 
     def __init__(self, cfg, dim, train_mean):
         super().__init__(cfg, dim, train_mean)
@@ -226,15 +158,6 @@ class SemiAmortizedMethod(Method):
         widths = [m.out_features for m in self.decoder.net if isinstance(m, nn.Linear)]
         self.eval_bytes_per_sample = 4 * 4 * sum(widths) * self.options.refine_samples
 
-    @classmethod
-    def check_config(cls, cfg):
-        super().check_config(cfg)
-        if cfg.estimator == "dreg" and cfg.method_options.get("objective") == "elbo":
-            raise ConfigError(
-                "config key 'estimator': 'dreg' needs method_options.objective 'iwae' "
-                "(DReG is defined for the importance-weighted bound)"
-            )
-
     def build_posterior(self, dim, latent, hidden, activation):
         return SemiAmortizedPosterior(dim, latent, hidden, activation, self.options)
 
@@ -242,11 +165,9 @@ class SemiAmortizedMethod(Method):
         """The encoder's own bound (B,): the objective with q = N(lambda_0) and the decoder's
         parameters held constant, so its gradient reaches the encoder only (the ablation)."""
         mu, log_var = self.posterior.initial(x)
-        eps = torch.randn((K, *mu.shape), dtype=mu.dtype, device=mu.device)
-        z = mu + torch.exp(0.5 * log_var) * eps  # (K, B, D)
+        z, log_q = gaussian_rsample(mu, 0.5 * log_var, K)  # (K, B, D), (K, B)
         params = {k: p.detach() for k, p in self.decoder.named_parameters()}
         logits = functional_call(self.decoder, params, (z,))  # (K, B, D_x)
-        log_q = -0.5 * (eps * eps).sum(-1) - 0.5 * log_var.sum(-1) - _half_log_2pi(mu)
         log_w = bernoulli_log_lik(x, logits) + self.prior().log_prob(z) - log_q  # (K, B)
         return bounds.bound(log_w, self.objective)
 

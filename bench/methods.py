@@ -1,6 +1,6 @@
 """Seconds per training epoch of every method, relative to `iwae` at the same K.
 
-    python -m vaeinf.bench_methods [--data-dir DIR] [--ks 1 5] [--steps 20] [--threads N]
+    python bench/methods.py [--data-dir DIR] [--ks 1 5] [--steps 20] [--threads N]
 
 Binarized MNIST (Larochelle & Murray 2011; ``$VAEINF_BINARIZED_MNIST_NPZ`` or ``--data-dir``)
 with Burda et al. (2015)'s net (``model.preset: burda1``), batch 100, each method's default
@@ -52,7 +52,7 @@ def time_methods(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vaeinf.bench_methods", description=__doc__)
+    p = argparse.ArgumentParser(prog="python bench/methods.py", description=__doc__)
     p.add_argument("--data-dir", default="data", help="folder holding binarized_mnist")
     p.add_argument("--ks", type=int, nargs="+", default=[1, 5])
     p.add_argument("--steps", type=int, default=20, help="timed steps per method and K")

@@ -1,4 +1,4 @@
-"""CPU benchmark of the IWAE training step and the test log-likelihood: ``python -m vaeinf.bench``.
+"""CPU benchmark of the IWAE training step and the test log-likelihood: ``python bench/step.py``.
 
 What it measures, all in one process and one run (the machine is shared and noisy, so every
 comparison is a ratio of medians taken in the same run, with the contenders interleaved):
@@ -37,56 +37,42 @@ comparison is a ratio of medians taken in the same run, with the contenders inte
    and memory do not depend on the weights.
 
 Prints a markdown table and, with ``--out``, writes it (``.md``) or everything as JSON (any other
-suffix, the table included under ``markdown``). ``--quick`` is a seconds-long smoke run. The
-default run took 5.6 minutes on an idle 2-core machine and 12-15 minutes on one shared with
-other jobs; the NLL at K = 5000 is most of it.
+suffix, the table included under ``markdown``). ``--quick`` is a seconds-long smoke run; the
+default run takes minutes, most of it the NLL at K = 5000. ``python bench/report.py`` runs it
+into the benchmark report.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import copy
+import gc
+import json
+import math
 import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-# On a CPU shared with other processes, OpenMP threads that spin while waiting (the GNU default)
-# make every parallel op wait for a descheduled thread: 2 threads ran 5-8x slower than 1 here
-# while another process was busy. Passive waiting avoids that; it must be set before torch loads
-# OpenMP, so it applies to ``python -m vaeinf.bench`` (an explicit setting is kept).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Bernoulli, Independent, Normal
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import copy  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+from vaeinf.config import load_config
+from vaeinf.data import BINARIZED_MNIST_NPZ_ENV, load_dataset
+from vaeinf.methods import build_model
+from vaeinf.nets import bernoulli_log_prob
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-from torch.distributions import Bernoulli, Independent, Normal  # noqa: E402
-
-from vaeinf.config import load_config  # noqa: E402
-from vaeinf.data import BINARIZED_MNIST_NPZ_ENV, load_dataset  # noqa: E402
-from vaeinf.methods import build_model  # noqa: E402
-from vaeinf.nets import bernoulli_log_prob  # noqa: E402
-
-DEFAULT_NPZ = Path("/work/shared/data/binarized_mnist.npz")
 MM_N = 2048
 NLL_SLICE = 1000  # test points per log_likelihood call (progress report only)
 GIB = 2**30
-
-# Floors of the performance issue.
-FLOOR_SPEEDUP_K50 = 1.2  # vaeinf at least this much faster than the plain recipe at K = 50
-FLOOR_BOUND_K50 = 1.3  # and within this factor of the FLOP-bound time
-FLOOR_PEAK_GIB = 2.0  # NLL peak memory, whatever K
-
 
 # ---------------------------------------------------------------------------------------------
 # The plain recipe, as a user would write it
@@ -218,12 +204,9 @@ def set_threads(n: int) -> None:
 
 def data_kwargs(args) -> dict:
     """Point vaeinf.data at the npz (``--data``, else $VAEINF_BINARIZED_MNIST_NPZ, else the
-    shared copy when present, else the usual files under ``--data-dir``)."""
-    if args.dataset == "binarized_mnist":
-        if args.data:
-            os.environ[BINARIZED_MNIST_NPZ_ENV] = str(Path(args.data).resolve())
-        elif not os.environ.get(BINARIZED_MNIST_NPZ_ENV) and DEFAULT_NPZ.is_file():
-            os.environ[BINARIZED_MNIST_NPZ_ENV] = str(DEFAULT_NPZ)
+    usual files under ``--data-dir``)."""
+    if args.dataset == "binarized_mnist" and args.data:
+        os.environ[BINARIZED_MNIST_NPZ_ENV] = str(Path(args.data).resolve())
     return {"data_dir": args.data_dir}
 
 
@@ -530,10 +513,10 @@ def run_nll(args, runs: list[tuple[int, int]]) -> list[dict]:
         "seed": args.seed + 17,
     }
     env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[1])
+    src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
-        [sys.executable, "-m", "vaeinf.bench", "--child-nll", json.dumps(spec)],
+        [sys.executable, __file__, "--child-nll", json.dumps(spec)],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -545,40 +528,6 @@ def run_nll(args, runs: list[tuple[int, int]]) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------
 # Report
-
-
-def floors(steps: dict, nll: list[dict]) -> dict:
-    """The issue's floors, from the wall-clock same-round ratios."""
-    out = {}
-    per = steps["per_K"]
-    variants = [v for v in ("vaeinf", "vaeinf_compiled") if v in next(iter(per.values()))["ms"]]
-    for v in variants:
-        f = {}
-        if 50 in per:
-            ratio = per[50]["ratio"]
-            speedup, over = ratio[f"plain/{v}"], ratio[f"{v}/flop_bound"]
-            f["K50_speedup_vs_plain"] = {
-                "value": speedup,
-                "floor": f">= {FLOOR_SPEEDUP_K50}",
-                "met": speedup >= FLOOR_SPEEDUP_K50,
-            }
-            f["K50_over_flop_bound"] = {
-                "value": over,
-                "floor": f"<= {FLOOR_BOUND_K50}",
-                "met": over <= FLOOR_BOUND_K50,
-            }
-        if 1 in per:
-            slower = 1 / per[1]["ratio"][f"plain/{v}"]
-            f["K1_over_plain"] = {"value": slower, "floor": "<= 1.0", "met": slower <= 1.0}
-        out[v] = f
-    peaks = [n["peak_rss_gib"] for n in nll if n.get("peak_rss_gib") is not None]
-    if peaks:
-        out["nll_peak_rss"] = {
-            "value_gib": max(peaks),
-            "floor": f"<= {FLOOR_PEAK_GIB} GiB",
-            "met": max(peaks) <= FLOOR_PEAK_GIB,
-        }
-    return out
 
 
 LABELS = {
@@ -682,19 +631,6 @@ def markdown(result: dict) -> str:
                 f"{n['cpu_s'] / n['cpu_flop_bound_s']:.2f} | {n['peak_rss_gib']:.2f} | "
                 f"{n['peak_increase_gib']:.2f} | {n['nll']:.2f} |"
             )
-    lines += ["", "Floors:", ""]
-    for v, fs in result["floors"].items():
-        if "met" in fs:
-            lines.append(
-                f"- {v}: {fs['value_gib']:.2f} GiB, floor {fs['floor']}: "
-                + ("met" if fs["met"] else "NOT met")
-            )
-            continue
-        for k, f in fs.items():
-            lines.append(
-                f"- {v} {k}: {f['value']:.2f}, floor {f['floor']}: "
-                + ("met" if f["met"] else "NOT met")
-            )
     return "\n".join(lines) + "\n"
 
 
@@ -707,11 +643,11 @@ def cpu_name() -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m vaeinf.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python bench/step.py", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--data",
-        help="binarized MNIST npz (default: $VAEINF_BINARIZED_MNIST_NPZ, "
-        f"else {DEFAULT_NPZ} when present, else the files under --data-dir)",
+        help="binarized MNIST npz (default: $VAEINF_BINARIZED_MNIST_NPZ, else the files under "
+        "--data-dir)",
     )
     p.add_argument("--data-dir", default="data", help="vaeinf data folder (default: data)")
     p.add_argument("--dataset", default="binarized_mnist", help="default: binarized_mnist")
@@ -771,7 +707,7 @@ def main(argv=None) -> dict | None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cold_dir
     t_start = time.perf_counter()
     env = {
-        "command": "python -m vaeinf.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python bench/step.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "cpu": cpu_name(),
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
@@ -803,7 +739,6 @@ def main(argv=None) -> dict | None:
     env["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     env["total_s"] = time.perf_counter() - t_start
     result = {"env": env, "steps": steps, "bernoulli": bern, "nll": nll}
-    result["floors"] = floors(steps, nll)
     result["markdown"] = markdown(result)
     print()
     print(result["markdown"])
@@ -819,4 +754,14 @@ def main(argv=None) -> dict | None:
 
 
 if __name__ == "__main__":
+    # On a CPU shared with other processes, OpenMP threads that spin while waiting (the GNU
+    # default) make every parallel op wait for a descheduled thread. Passive waiting avoids
+    # that; it must be set before torch loads OpenMP, so the script restarts itself with it
+    # (an explicit setting is kept).
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.execve(
+            sys.executable,
+            [sys.executable, *sys.argv],
+            {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+        )
     main()

@@ -1,0 +1,27 @@
+"""What exists: the names of datasets, methods, estimators and objectives.
+
+A leaf module (no imports), read by :mod:`vaeinf.config`, the workflow's schema check and the
+Snakefile's wildcard constraints, so that none of them loads torch. The classes behind the names
+are looked up above it (:data:`vaeinf.methods.REGISTRY`, :data:`vaeinf.data.LOADERS`); a test
+checks that both registries list exactly these names.
+"""
+
+#: Datasets by name (loaders in :mod:`vaeinf.data`).
+DATASETS = ("digits", "binarized_mnist", "mnist")
+
+#: Encoder gradient estimators (:func:`vaeinf.bounds.loss`).
+ESTIMATORS = ("standard", "stl", "dreg")
+
+#: Training objectives (:func:`vaeinf.bounds.bound`).
+OBJECTIVES = ("elbo", "iwae")
+
+#: Inference methods by name -> the encoder gradient estimators each supports (classes in
+#: :mod:`vaeinf.methods`; options in :data:`vaeinf.config.METHOD_OPTIONS`).
+METHODS = {
+    "vae": ("standard", "stl"),
+    "iwae": ("standard", "stl", "dreg"),
+    "flow": ("standard",),
+    "autoregressive": ("standard",),
+    "avb": ("standard",),
+    "semi_amortized": ("standard", "stl", "dreg"),
+}

@@ -1,0 +1,55 @@
+"""Formatting shared by the paper's Markdown tables: mean ± s.d. over seeds, pipe tables, and
+the dataset x method x K pivot most tables are.
+
+Editing this module rebuilds every table; editing one table's module rebuilds only that one.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def order(df: pd.DataFrame, methods: list[str] | None) -> pd.DataFrame:
+    if methods:
+        rank = {m: i for i, m in enumerate(methods)}
+        df = df.assign(_r=df["method"].map(lambda m: rank.get(m, len(rank))))
+        df = df.sort_values(["dataset", "_r", "K"], kind="stable").drop(columns="_r")
+    return df
+
+
+def mean_sd(values: pd.Series, digits: int = 2) -> str:
+    """``mean ± s.d.`` over seeds (``mean`` alone for one seed; an em dash when missing)."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if len(v) == 0:
+        return "—"
+    if len(v) == 1:
+        return f"{v.iloc[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
+    """A pipe table (pandoc/Quarto Markdown)."""
+    align = align or ["l"] + ["r"] * (len(header) - 1)
+    sep = {"l": ":---", "r": "---:", "c": ":---:"}
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(sep[a] for a in align) + "|",
+    ]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def pivot_table(
+    summary: pd.DataFrame, column: str, digits: int = 2, methods: list[str] | None = None
+) -> str:
+    """Rows dataset x method, one column per K, cells mean ± s.d. of ``column`` over seeds."""
+    df = order(summary, methods)
+    ks = sorted(df["K"].unique())
+    multi = df["dataset"].nunique() > 1
+    header = (["Dataset"] if multi else []) + ["Method"] + [f"K = {k}" for k in ks]
+    rows = []
+    for (dataset, method), g in df.groupby(["dataset", "method"], sort=False):
+        cells = [mean_sd(g.loc[g["K"] == k, column], digits) for k in ks]
+        rows.append(([dataset] if multi else []) + [method] + cells)
+    align = ["l"] * (2 if multi else 1) + ["r"] * len(ks)
+    return markdown_table(header, rows, align)

@@ -1,0 +1,13 @@
+"""Test NLL (nats, importance-sampled at K = nll_k).
+
+Rows dataset x method, one column per training K, mean ± s.d. over seeds."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from vaeinf.tables.format import pivot_table
+
+
+def make(summary: pd.DataFrame, methods: list[str] | None = None) -> str:
+    return pivot_table(summary, "nll", 2, methods)

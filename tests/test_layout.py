@@ -1,0 +1,138 @@
+"""The package's layering: no import cycle, light modules that never load torch, registries that
+agree with the names, and a results table that is a plain flattening of metrics.json."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vaeinf import aggregate, names
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PKG = SRC / "vaeinf"
+
+#: Modules the workflow imports when it parses (a dry run): none of them may load torch.
+LIGHT = [
+    "vaeinf.config",
+    "vaeinf.names",
+    "vaeinf.errors",
+    "vaeinf.downloads",
+    "vaeinf.study",
+    "vaeinf.results",
+    "vaeinf.aggregate",
+    "vaeinf.tables",
+    "vaeinf.figures",
+    "vaeinf.manuscript",
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """vaeinf modules imported at module level (not inside functions or TYPE_CHECKING)."""
+    tree = ast.parse(path.read_text())
+    here = module_name(path)
+    out = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("vaeinf")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vaeinf"):
+            out.add(node.module)
+            # `from vaeinf.figures import style` imports the submodule vaeinf.figures.style
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    modules = {module_name(p) for p in PKG.rglob("*.py")}
+    return {m for m in out if m in modules and m != here}
+
+
+def test_no_import_cycle():
+    graph = {module_name(p): top_level_imports(p) for p in PKG.rglob("*.py")}
+    done, active = set(), []
+
+    def visit(m):
+        if m in active:
+            cycle = active[active.index(m) :] + [m]
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+        if m in done:
+            return
+        active.append(m)
+        for dep in sorted(graph[m]):
+            if dep.startswith(m + "."):  # a package importing its own submodules
+                continue
+            visit(dep)
+        active.pop()
+        done.add(m)
+
+    for m in sorted(graph):
+        visit(m)
+    assert "vaeinf.config" in graph and graph["vaeinf.config"] <= {"vaeinf.names", "vaeinf.errors"}
+
+
+def test_light_modules_never_load_torch():
+    """Each light module, imported alone in a fresh interpreter, leaves torch unloaded."""
+    code = (
+        "import sys, importlib\n"
+        f"for m in {LIGHT!r}:\n"
+        "    before = set(sys.modules)\n"
+        "    importlib.import_module(m)\n"
+        "    heavy = sorted(k for k in set(sys.modules) - before if k.split('.')[0] in "
+        "('torch', 'zuko'))\n"
+        "    assert not heavy, (m, heavy[:3])\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SRC)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_registries_list_exactly_the_names():
+    from vaeinf.config import METHOD_OPTIONS
+    from vaeinf.data import LOADERS
+    from vaeinf.downloads import DOWNLOADS
+    from vaeinf.methods import REGISTRY
+
+    assert tuple(REGISTRY) == tuple(names.METHODS) == tuple(METHOD_OPTIONS)
+    assert tuple(LOADERS) == names.DATASETS == tuple(DOWNLOADS)
+    for name, cls in REGISTRY.items():
+        assert cls.name == name and cls.objective in names.OBJECTIVES
+    for estimators in names.METHODS.values():
+        assert set(estimators) <= set(names.ESTIMATORS)
+
+
+def metrics_doc(**extra) -> dict:
+    m = {
+        "dataset": "digits",
+        "method": "vae",
+        "K": 5,
+        "seed": 1,
+        "test_nll": {"K": 100, "mean": 25.0, "stderr": 0.1, "n": 50},
+        "bounds": [
+            {"split": "test", "K": 5, "mean": -26.0, "stderr": 0.1, "n": 50},
+            {"split": "test", "K": 100, "mean": -25.0, "stderr": 0.1, "n": 50},
+        ],
+        "active_units": {"count": 3, "threshold": 0.01, "variance": [0.5, 0.2, 0.1, 0.0]},
+        "collapse": {"kl_per_dim": [1.0, 0.5, 0.2, 0.0], "kl_total": 1.7},
+        **extra,
+    }
+    return {"metrics": m, "config": {"train": {"lr": 0.003}}, "provenance": {"device": "cpu"}}
+
+
+def test_a_new_scalar_metric_becomes_a_summary_column(tmp_path):
+    """The evaluator adds a metric; the aggregate shows it with no change of its own."""
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(metrics_doc(brand_new={"value": 4.5, "n": 7, "per_point": [1, 2]})))
+    summary, bounds, per_dim = aggregate.collect([path])
+    row = summary.iloc[0]
+    assert row["brand_new.value"] == 4.5 and row["brand_new.n"] == 7
+    assert "brand_new.per_point" not in summary  # lists go to the long tables, not the summary
+    # The short names and derived columns the paper reads, from the same document.
+    assert row["nll"] == 25.0 and row["active_units"] == 3 and row["lr"] == 0.003
+    assert row["test_LK"] == -26.0 and row["bound_gap"] == pytest.approx(1.0)
+    assert row["latent"] == 4 and row["config.train.lr"] == 0.003
+    assert len(bounds) == 2 and list(per_dim["kl"]) == [1.0, 0.5, 0.2, 0.0]

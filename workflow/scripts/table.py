@@ -1,0 +1,8 @@
+"""Snakemake job: one of the paper's Markdown tables (vaeinf.tables.write_table)."""
+
+from vaeinf.study import job_log
+from vaeinf.tables import write_table
+
+smk = snakemake  # noqa: F821
+with job_log(smk):
+    write_table(smk.wildcards.table, smk.input.summary, smk.output.table, smk.params.methods)
