@@ -424,3 +424,32 @@ def test_download_table_is_complete():
             int(remote.sha256, 16)
     names = [Path(r.relpath).name for r in data.DOWNLOADS["binarized_mnist"]]
     assert names == [f"binarized_mnist_{s}.amat" for s in ("train", "valid", "test")]
+
+
+def test_every_seed_of_a_run_sees_the_same_evaluation_data():
+    """The run's seed never reaches the data: two seeds of one dataset share the validation and
+    test sets (and the static training binarization), and the test fingerprint says so."""
+    from vaeinf.config import RunConfig
+    from vaeinf.train import prepare
+
+    a, _, _ = prepare(RunConfig(dataset="digits", method="vae", seed=0))
+    b, _, _ = prepare(RunConfig(dataset="digits", method="vae", seed=7))
+    for split in ("train", "valid", "test"):
+        torch.testing.assert_close(getattr(a, split), getattr(b, split), rtol=0, atol=0)
+    assert Dataset.fingerprint(*a.subset("test", 50)) == Dataset.fingerprint(*b.subset("test", 50))
+    assert Dataset.fingerprint(*a.subset("test", 50)) != Dataset.fingerprint(*a.subset("test", 49))
+
+
+def test_subsets_are_fixed_random_nested_samples():
+    ds = load_dataset("digits")
+    x, idx = ds.subset("test", 50)
+    x2, idx2 = ds.subset("test", 50)
+    assert torch.equal(idx, idx2) and torch.equal(x, ds.test[idx])
+    assert not torch.equal(idx, torch.arange(50))  # not the first 50 rows
+    assert len(set(idx.tolist())) == 50 and idx.max() > 100  # spread over the split
+    small, _ = ds.subset("test", 20)
+    torch.testing.assert_close(small, x[:20])  # nested: the 20-sample opens the 50-sample
+    everything, all_idx = ds.subset("test", None)
+    assert sorted(all_idx.tolist()) == list(range(len(ds.test)))
+    assert torch.equal(ds.subset("valid", 50)[1], ds.subset("valid", 50)[1])
+    assert not torch.equal(ds.subset("valid", 50)[1], idx)  # each split its own sample

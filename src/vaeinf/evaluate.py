@@ -187,8 +187,10 @@ def evaluate(run_dir: str | Path, memory_mb: float | None = None) -> dict:
     memory_mb = memory_mb or ev.memory_mb
     device = next(model.parameters()).device
     torch.manual_seed(cfg.seed + 1_000_000)
-    n = ev.max_points
-    x_test, x_valid = data.test[:n].to(device), data.valid[:n].to(device)
+    # Fixed random subsets (the same for every run of the dataset), never the first N rows.
+    x_test, test_idx = data.subset("test", ev.max_points)
+    x_valid, _ = data.subset("valid", ev.max_points)
+    x_test, x_valid = x_test.to(device), x_valid.to(device)
     wall = {}
 
     t = time.perf_counter()
@@ -214,6 +216,7 @@ def evaluate(run_dir: str | Path, memory_mb: float | None = None) -> dict:
         "estimator": cfg.estimator,
         "test_nll": {"K": ev.nll_k, "mean": -nll["mean"], "stderr": nll["stderr"], "n": nll["n"]},
         "proposal": model.proposal,
+        "test_set": {"n": len(x_test), "sha256": data.fingerprint(x_test, test_idx)},
         "bounds": [
             {"split": split, "K": K, **s}
             for split, curve in (("valid", valid_curve), ("test", test_curve))

@@ -148,9 +148,7 @@ def prepare(cfg: RunConfig, data: Dataset | None = None) -> tuple[Dataset, Metho
     """Load the data and build the model on its device (nothing written)."""
     device = resolve_device(cfg.train.device)
     if data is None:
-        data = load_dataset(
-            cfg.dataset, data_dir=cfg.data_dir, binarization=cfg.binarization, seed=cfg.seed
-        )
+        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, binarization=cfg.binarization)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.dim, data.train_mean()).to(device)
     return data, model, device
@@ -184,7 +182,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
         _write_log(run_dir, rows)
 
     train_x = data.train.to(device)
-    val_x = data.valid[: cfg.train.val_points].to(device)
+    val_x = data.subset("valid", cfg.train.val_points)[0].to(device)
     n_batches = math.ceil(len(train_x) / cfg.train.batch_size)
     K = cfg.K
     if progress is None:

@@ -71,7 +71,11 @@ class SemiAmortizedPosterior(Posterior):
         """f(lambda; x) per point (B,): n-sample E_q[log p(x|z)] minus the closed-form KL.
 
         ``params``: decoder parameters to use (e.g. detached ones); None: the decoder's own."""
-        eps = torch.randn((n, *mu.shape), generator=generator, dtype=mu.dtype, device=mu.device)
+        # With a generator (evaluation), one noise draw is shared by every point of the batch,
+        # so a point's refined posterior is a function of the point alone, not of its position
+        # in the batch or of the batch's size. (n, 1, D) broadcast over B.
+        shape = (n, 1, mu.shape[-1]) if generator is not None else (n, *mu.shape)
+        eps = torch.randn(shape, generator=generator, dtype=mu.dtype, device=mu.device)
         z = mu + torch.exp(0.5 * log_var) * eps  # (n, B, D)
         dec = self._decoder
         logits = dec(z) if params is None else functional_call(dec, params, (z,))  # (n, B, D_x)
@@ -86,8 +90,9 @@ class SemiAmortizedPosterior(Posterior):
         switched on inside (torch.enable_grad), so this also works under torch.no_grad
         (evaluation; not under torch.inference_mode). The decoder's parameters enter as
         constants. In training mode the refinement's noise comes from the global RNG; in eval
-        mode from a generator seeded with EVAL_SEED, so that the refined posterior of a batch is
-        a fixed function of it and :meth:`log_prob` evaluates the density the samples of
+        mode from a generator seeded with EVAL_SEED, one draw shared by every point, so that the
+        refined posterior of a point is a fixed function of that point alone (whatever batch it
+        is in) and :meth:`log_prob` evaluates the density the samples of
         :meth:`rsample_and_log_prob` came from.
         """
         o = self.options
