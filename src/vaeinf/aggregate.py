@@ -12,6 +12,9 @@ Input: the ``metrics.json`` of every run (written by :mod:`vaeinf.results`). Out
     one row per (run, split, evaluation K): the L_K curve.
 ``per_dim.csv``
     one row per (run, latent dimension): KL(q(z_i|x) || p(z_i)) and Cov_x(E_q[z_i|x]).
+``cost.csv``
+    one row per (dataset, method, K): seconds per epoch from the cost rule (:mod:`vaeinf.cost`),
+    the study's cost axis (training logs keep their own epoch times as a record).
 
 The Markdown tables (:mod:`vaeinf.tables`) and ``_variables.yml`` are computed from these tables
 only, so a paper can be rebuilt from the raw runs without retraining or re-evaluating.
@@ -130,11 +133,16 @@ def _write_csv(df: pd.DataFrame, path: str | Path) -> None:
     atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
 
 
-def write_aggregate(paths, summary: str, bounds: str, per_dim: str) -> pd.DataFrame:
+def write_aggregate(
+    paths, cost_paths, summary: str, bounds: str, per_dim: str, cost: str
+) -> pd.DataFrame:
+    """The tidy tables of the runs' metrics.json, and the cost rule's tables of every dataset
+    in one (``cost.csv``, see :mod:`vaeinf.cost`)."""
     s, b, d = collect(paths)
     _write_csv(s, summary)
     _write_csv(b, bounds)
     _write_csv(d, per_dim)
+    _write_csv(pd.concat([pd.read_csv(p) for p in cost_paths], ignore_index=True), cost)
     return s
 
 

@@ -14,11 +14,13 @@ localrules:
 rule aggregate:
     input:
         metrics=get_all_metrics,
+        costs=get_all_costs,
         code=library("aggregate"),
     output:
         summary="results/summary.csv",
         bounds="results/bounds.csv",
         per_dim="results/per_dim.csv",
+        cost="results/cost.csv",
     log:
         "logs/aggregate.log",
     conda:
@@ -29,8 +31,7 @@ rule aggregate:
 
 rule table:
     input:
-        summary=rules.aggregate.output.summary,
-        code=get_table_code,
+        unpack(get_table_inputs),
     output:
         table=f"{GEN}/tables/{{table}}.md",
     log:

@@ -14,6 +14,7 @@ from vaeinf import study
 from vaeinf.downloads import DOWNLOADS
 from vaeinf.figures import INPUTS as FIGURE_INPUTS
 from vaeinf.names import DATASETS, METHODS
+from vaeinf.tables import INPUTS as TABLE_INPUTS
 from vaeinf.tables import TABLES
 
 # Job commands (vaeinf, python) come from the environment that runs Snakemake, also when it is
@@ -89,6 +90,20 @@ def get_run_config(wildcards):
     )
 
 
+def get_cost_contenders(wildcards):
+    """(method, K) -> run config of every contender of the cost rule, as a list of pairs (params
+    must be plain values)."""
+    from vaeinf.cost import study_contenders
+
+    return [
+        [list(k), v] for k, v in study_contenders(config, wildcards.dataset).items()
+    ]
+
+
+def get_all_costs(wildcards):
+    return expand(rules.cost.output.cost, dataset=config["datasets"])
+
+
 def get_all_metrics(wildcards):
     return run_files(rules.evaluate.output.metrics)
 
@@ -106,17 +121,23 @@ def get_figure_inputs(wildcards):
     """The figure's own module and the shared style (so a cosmetic edit of one figure redraws
     only it), and what it is drawn from: a table of the aggregate rule or the runs' samples.
     """
-    kind = FIGURE_INPUTS[wildcards.figure]
     inputs = {"code": library(f"figures.{wildcards.figure}", "figures.style")}
-    if kind == "samples":
-        inputs["samples"] = run_files(rules.evaluate.output.samples, get_sample_runs())
-    else:
-        inputs[kind] = getattr(rules.aggregate.output, kind)
+    for kind in FIGURE_INPUTS[wildcards.figure]:
+        if kind == "samples":
+            inputs["samples"] = run_files(
+                rules.evaluate.output.samples, get_sample_runs()
+            )
+        else:
+            inputs[kind] = getattr(rules.aggregate.output, kind)
     return inputs
 
 
-def get_table_code(wildcards):
-    return library(f"tables.{wildcards.table}", "tables.format")
+def get_table_inputs(wildcards):
+    """The table's own module and the shared formatting, and the aggregate tables it reads."""
+    inputs = {"code": library(f"tables.{wildcards.table}", "tables.format")}
+    for kind in TABLE_INPUTS[wildcards.table]:
+        inputs[kind] = getattr(rules.aggregate.output, kind)
+    return inputs
 
 
 def get_paper_inputs(wildcards=None):

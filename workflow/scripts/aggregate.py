@@ -5,7 +5,5 @@ from vaeinf.study import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):
-    summary = write_aggregate(
-        smk.input.metrics, smk.output.summary, smk.output.bounds, smk.output.per_dim
-    )
+    summary = write_aggregate(smk.input.metrics, smk.input.costs, **dict(smk.output.items()))
     print(f"{len(summary)} runs -> {smk.output.summary}")

@@ -5,4 +5,4 @@ from vaeinf.tables import write_table
 
 smk = snakemake  # noqa: F821
 with job_log(smk):
-    write_table(smk.wildcards.table, smk.input.summary, smk.output.table, smk.params.methods)
+    write_table(smk.wildcards.table, dict(smk.input.items()), smk.output.table, smk.params.methods)

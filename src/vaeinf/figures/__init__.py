@@ -39,17 +39,18 @@ _MODULES = (
 #: figure name -> its drawing function
 FIGURES: dict[str, Callable] = {m.__name__.rsplit(".", 1)[-1]: m.draw for m in _MODULES}
 
-#: figure name -> what it is drawn from ("summary", "per_dim" or "samples")
-INPUTS: dict[str, str] = {m.__name__.rsplit(".", 1)[-1]: m.INPUT for m in _MODULES}
+#: figure name -> what it is drawn from, in the order of its arguments: tables of the
+#: aggregate rule ("summary", "per_dim", "cost") or the runs' image arrays ("samples")
+INPUTS: dict[str, tuple[str, ...]] = {m.__name__.rsplit(".", 1)[-1]: m.INPUT for m in _MODULES}
 
 
 def draw(name: str, inputs: dict, methods=None, n_images: int = 8):
-    """Draw figure ``name`` from ``inputs`` ({"summary"|"per_dim": csv, "samples": [npz]})."""
-    kind = INPUTS[name]
-    if kind == "samples":
+    """Draw figure ``name`` from ``inputs`` ({"summary"|"per_dim"|"cost": csv, "samples":
+    [npz]})."""
+    if INPUTS[name] == ("samples",):
         data = style.read_samples(inputs["samples"])
         return FIGURES[name](data, methods=methods, n_images=n_images)
-    return FIGURES[name](pd.read_csv(inputs[kind]), methods=methods)
+    return FIGURES[name](*(pd.read_csv(inputs[k]) for k in INPUTS[name]), methods=methods)
 
 
 def make_figure(

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 #: What the figure is drawn from (see :data:`vaeinf.figures.INPUTS`).
-INPUT = "summary"
+INPUT = ("summary",)
 
 
 def draw(summary: pd.DataFrame, methods=None, **_) -> Figure:

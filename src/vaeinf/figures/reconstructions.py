@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 #: What the figure is drawn from (see :data:`vaeinf.figures.INPUTS`).
-INPUT = "samples"
+INPUT = ("samples",)
 
 
 def draw(samples: dict, methods=None, n_images: int = 8, **_) -> Figure:

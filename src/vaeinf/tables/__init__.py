@@ -13,12 +13,16 @@ import pandas as pd
 from vaeinf.results import atomic_write_text
 from vaeinf.tables import active_units, collapse, nll, time
 
-#: table name -> function of (summary data frame, method order) returning Markdown
-TABLES: dict[str, Callable[..., str]] = {
-    m.__name__.rsplit(".", 1)[-1]: m.make for m in (nll, active_units, collapse, time)
-}
+_MODULES = (nll, active_units, collapse, time)
+
+#: table name -> function of (the tables it reads..., method order) returning Markdown
+TABLES: dict[str, Callable[..., str]] = {m.__name__.rsplit(".", 1)[-1]: m.make for m in _MODULES}
+
+#: table name -> the aggregate tables it reads ("summary", "cost"), in the order of its arguments
+INPUTS: dict[str, tuple[str, ...]] = {m.__name__.rsplit(".", 1)[-1]: m.INPUT for m in _MODULES}
 
 
-def write_table(name: str, summary_csv: str | Path, out: str | Path, methods=None) -> None:
-    """Write table ``name`` of the summary table at ``summary_csv`` to ``out``."""
-    atomic_write_text(out, TABLES[name](pd.read_csv(summary_csv), methods))
+def write_table(name: str, inputs: dict, out: str | Path, methods=None) -> None:
+    """Write table ``name`` from ``inputs`` ({"summary"|"cost": csv}) to ``out``."""
+    frames = [pd.read_csv(inputs[k]) for k in INPUTS[name]]
+    atomic_write_text(out, TABLES[name](*frames, methods))

@@ -7,6 +7,9 @@ import pandas as pd
 
 from vaeinf.tables.format import markdown_table, mean_sd, order
 
+#: The aggregate tables it reads, in the order of make's arguments.
+INPUT = ("summary",)
+
 
 def make(summary: pd.DataFrame, methods: list[str] | None = None) -> str:
     """Rows dataset x method x K: total KL, collapsed units, mutual information, reconstruction."""

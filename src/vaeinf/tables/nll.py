@@ -8,6 +8,9 @@ import pandas as pd
 
 from vaeinf.tables.format import pivot_table
 
+#: The aggregate tables it reads, in the order of make's arguments.
+INPUT = ("summary",)
+
 
 def make(summary: pd.DataFrame, methods: list[str] | None = None) -> str:
     return pivot_table(summary, "nll", 2, methods)

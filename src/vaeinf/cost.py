@@ -1,0 +1,191 @@
+"""The cost axis of the study: seconds per training epoch of every (method, K), measured fairly.
+
+Training logs record each epoch's wall time, but jobs that run side by side on a shared machine,
+over epochs of a few batches, time each other's load rather than their own work. This module
+times the training step of every contender (method, K) of a dataset in one job:
+
+- every contender lives in its own worker process (its own model, optimizer state and memory
+  allocator: interleaving several large models in one process inflated a K = 50 step 2-3x
+  through allocator churn), all started before timing begins;
+- the coordinator runs rounds; in each round every contender, in turn, times ``steps`` training
+  steps on random minibatches of the training set while the others wait idle, and the order
+  rotates from round to round, so a change in the machine's load hits every contender alike;
+- the first ``warmup`` rounds are not counted; a contender's step time is the median over the
+  counted steps; on a GPU every step is synchronized before the clock is read;
+- seconds per epoch = median step time x minibatches per epoch (validation and checkpointing
+  excluded, as they do not depend on the method), and the ratio to the reference contender:
+  ``vae`` at the smallest K when it is part of the study, else the first method.
+
+Output: one CSV row per contender (:data:`COLUMNS`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+COLUMNS = [
+    "dataset",
+    "method",
+    "K",
+    "device",
+    "batch_size",
+    "batches_per_epoch",
+    "step_s",
+    "step_s_q1",
+    "step_s_q3",
+    "sec_per_epoch",
+    "ratio",
+    "reference",
+    "timed_steps",
+    "threads",
+]
+
+
+def _worker(overrides: dict, threads: int) -> None:
+    """One contender (``python -m vaeinf.cost WORKER_JSON``): build the run's model, then time
+    ``n`` training steps for every line ``n`` read on stdin, answering one JSON line each."""
+    import torch
+
+    from vaeinf.config import load_config
+    from vaeinf.train import prepare
+
+    torch.set_num_threads(threads)
+    cfg = load_config(None, overrides)
+    data, model, device = prepare(cfg)
+    optimizers = model.make_optimizers(cfg.train.lr, cfg.train.betas, cfg.train.eps)
+    train_x = data.train.to(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    batch = min(cfg.train.batch_size, len(train_x))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    model.train()
+    _answer([str(device), math.ceil(len(train_x) / cfg.train.batch_size)])
+    for line in sys.stdin:
+        times = []
+        for _ in range(int(line)):
+            x = data.binarize(train_x[torch.randint(len(train_x), (batch,), generator=gen)])
+            sync()
+            t0 = time.perf_counter()
+            model.train_step(x, cfg.K, cfg.estimator, optimizers)
+            sync()
+            times.append(time.perf_counter() - t0)
+        _answer(times)
+
+
+def _answer(value) -> None:
+    sys.stdout.write(json.dumps(value) + "\n")
+    sys.stdout.flush()
+
+
+def _ask(proc: subprocess.Popen, steps: int | None = None):
+    if steps is not None:
+        proc.stdin.write(f"{steps}\n")
+        proc.stdin.flush()
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"a timing worker exited with status {proc.wait()} (its stderr above)")
+    return json.loads(line)
+
+
+def measure(
+    contenders: dict[tuple[str, int], dict],
+    rounds: int = 20,
+    warmup: int = 3,
+    steps: int = 5,
+    threads: int = 1,
+) -> list[dict]:
+    """Time every contender ((method, K) -> its run config overrides); one row per contender."""
+    keys = list(contenders)
+    workers: dict[tuple[str, int], subprocess.Popen] = {}
+    try:
+        for key in keys:
+            spec = json.dumps({"overrides": contenders[key], "threads": threads})
+            workers[key] = subprocess.Popen(
+                [sys.executable, "-m", "vaeinf.cost", spec],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=dict(os.environ, OMP_NUM_THREADS=str(threads)),
+            )
+        info = {key: _ask(proc) for key, proc in workers.items()}
+        times: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
+        for r in range(warmup + rounds):
+            shift = r % len(keys)
+            for key in keys[shift:] + keys[:shift]:  # a rotating order
+                got = _ask(workers[key], steps)
+                if r >= warmup:
+                    times[key] += got
+    finally:
+        for proc in workers.values():
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        for proc in workers.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    rows = []
+    for (method, K), t in times.items():
+        device, per_epoch = info[(method, K)]
+        q1, _, q3 = statistics.quantiles(t, n=4)
+        step = statistics.median(t)
+        rows.append(
+            {
+                "dataset": contenders[(method, K)]["dataset"],
+                "method": method,
+                "K": K,
+                "device": device,
+                "batch_size": contenders[(method, K)].get("train", {}).get("batch_size"),
+                "batches_per_epoch": per_epoch,
+                "step_s": step,
+                "step_s_q1": q1,
+                "step_s_q3": q3,
+                "sec_per_epoch": step * per_epoch,
+                "timed_steps": len(t),
+                "threads": threads,
+            }
+        )
+    methods = [m for m, _ in keys]
+    ref_method = "vae" if "vae" in methods else methods[0]
+    ref_K = min(K for m, K in keys if m == ref_method)
+    ref = next(r for r in rows if r["method"] == ref_method and r["K"] == ref_K)
+    for r in rows:
+        r["ratio"] = r["sec_per_epoch"] / ref["sec_per_epoch"]
+        r["reference"] = f"{ref_method} K={ref_K}"
+    return rows
+
+
+def study_contenders(config: dict, dataset: str) -> dict[tuple[str, int], dict]:
+    """Every (method, K) of a study on ``dataset``, with its first seed's run config."""
+    from vaeinf.study import run_overrides
+
+    seed = config["seeds"][0]
+    return {
+        (m, int(K)): run_overrides(config, dataset, m, int(K), seed)
+        for m in config["methods"]
+        for K in sorted(config["Ks"])
+    }
+
+
+def write_cost(rows: list[dict], out: str | Path) -> None:
+    import pandas as pd
+
+    from vaeinf.results import atomic_write_text
+
+    df = pd.DataFrame(rows)
+    for c in COLUMNS:
+        if c not in df:
+            df[c] = None
+    atomic_write_text(out, df[COLUMNS].to_csv(index=False, float_format="%.6g"))
+
+
+if __name__ == "__main__":
+    spec = json.loads(sys.argv[1])
+    _worker(spec["overrides"], spec["threads"])

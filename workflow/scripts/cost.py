@@ -1,0 +1,12 @@
+"""Snakemake job: seconds per epoch of every (method, K) of one dataset (vaeinf.cost)."""
+
+from vaeinf.cost import measure, write_cost
+from vaeinf.study import job_log
+
+smk = snakemake  # noqa: F821
+with job_log(smk):
+    contenders = {(m, int(k)): run for (m, k), run in smk.params.contenders}
+    rows = measure(contenders, threads=smk.params.threads, **smk.params.settings)
+    write_cost(rows, smk.output.cost)
+    for r in rows:
+        print(f"{r['method']} K={r['K']}: {r['sec_per_epoch']:.4f} s/epoch (x{r['ratio']:.2f})")
