@@ -13,7 +13,7 @@
 --
 -- Numbers are written into the text (headings, captions, equations), so the HTML and the PDF
 -- show the same numbers whatever the writer's own numbering; the Typst header turns figure
--- numbering off (vaeinf.preview).
+-- numbering off (vaeinf.preview). In HTML, images become data URIs.
 
 local KINDS = { sec = "Section", fig = "Figure", tbl = "Table", eq = "Equation" }
 local numbers = {}
@@ -189,7 +189,8 @@ local References = {
       if i > 1 then out:extend({ pandoc.Str(";"), pandoc.Space() }) end
       out:extend(c.prefix)
       if #c.prefix > 0 then out:insert(pandoc.Space()) end
-      local text = KINDS[kind_of(c.id)] .. " " .. number
+      -- [-@fig-x] (SuppressAuthor) gives the number alone, as in Quarto.
+      local text = c.mode == "SuppressAuthor" and number or (KINDS[kind_of(c.id)] .. " " .. number)
       out:insert(pandoc.Link(pandoc.Inlines(text), "#" .. c.id))
       out:extend(c.suffix)
     end
@@ -197,4 +198,17 @@ local References = {
   end,
 }
 
-return { Conditional, Equations, Numbering, References }
+-- 5. HTML: images as data URIs, so the page is one self-contained file. (Cheaper than pandoc's
+-- --embed-resources, which would also parse the inlined plotly.js of interactive figures.)
+
+local Embed = {
+  Image = function(el)
+    if not FORMAT:match("html") or el.src:match("^%a[%w+.-]*:") then return nil end
+    local mime, contents = pandoc.mediabag.fetch(el.src)
+    if not contents then error("preview: image '" .. el.src .. "' cannot be read") end
+    el.src = pandoc.mediabag.make_data_uri(mime, contents)
+    return el
+  end,
+}
+
+return { Conditional, Equations, Numbering, References, Embed }

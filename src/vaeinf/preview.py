@@ -4,8 +4,9 @@ Quarto renders the paper wherever it is installed. Where it is not, :func:`rende
 manuscript that :mod:`vaeinf.manuscript` resolves (includes and variables filled in, checked)
 into
 
-- ``preview.html``: pandoc's standalone HTML with every image and script embedded and the
-  equations as MathML, so it opens offline from a single file;
+- ``preview.html``: pandoc's standalone HTML with the images embedded as data URIs (by the
+  filter), scripts and styles inline and the equations as MathML, so it opens offline from a
+  single file;
 - ``preview.pdf``: pandoc's Typst output compiled by the ``typst`` Python package, with the
   fonts that package ships (no network, no TeX).
 
@@ -99,7 +100,6 @@ def render_html(paper_dir: Path, text: str, common: list[str]) -> bytes:
     return _pandoc(
         [
             "--to=html5",
-            "--embed-resources",
             "--mathml",
             "--toc",
             "--toc-depth=2",
@@ -125,11 +125,18 @@ def render_pdf(paper_dir: Path, text: str, common: list[str], quarto: dict) -> b
         text,
         paper_dir,
     )
-    # Image paths are relative to the paper directory, the Typst root.
+    # Image paths are relative to the paper directory, the Typst root. Only the fonts the typst
+    # package ships (Libertinus Serif, New Computer Modern (Math), DejaVu Sans Mono): the same
+    # PDF on every machine, nothing looked up or fetched.
     try:
-        return typst.compile(source, root=str(paper_dir.resolve()), format="pdf")
-    except Exception as e:  # typst raises its own TypstError with the diagnostics
+        pdf, warnings = typst.compile_with_warnings(
+            source, root=str(paper_dir.resolve()), format="pdf", ignore_system_fonts=True
+        )
+    except typst.TypstError as e:
         raise PreviewError(f"typst failed: {e}") from e
+    for w in warnings:
+        print(f"typst warning: {w}", file=sys.stderr)
+    return pdf
 
 
 def render(
