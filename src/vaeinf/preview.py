@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -74,14 +75,14 @@ def _bibliography(text: str, quarto: dict) -> list[str]:
     return [bib] if isinstance(bib, str) else list(bib)
 
 
-def _typst_variables(quarto: dict) -> list[str]:
+def typst_variables(quarto: dict) -> dict:
     """Page settings of ``_quarto.yml``'s typst format as pandoc template variables."""
     typst = ((quarto.get("format") or {}).get("typst")) or {}
-    out = [f"--variable=papersize:{typst.get('papersize', 'a4')}", "--variable=page-numbering:1"]
-    for side, value in (typst.get("margin") or {}).items():
-        out.append(f"--variable=margin.{side}:{value}")
+    out = {"papersize": typst.get("papersize", "a4"), "page-numbering": "1"}
+    if typst.get("margin"):
+        out["margin"] = dict(typst["margin"])  # a map: pandoc's template writes its pairs
     if "fontsize" in typst:
-        out.append(f"--variable=fontsize:{typst['fontsize']}")
+        out["fontsize"] = str(typst["fontsize"])
     return out
 
 
@@ -115,16 +116,20 @@ def render_html(paper_dir: Path, text: str, common: list[str]) -> bytes:
 def render_pdf(paper_dir: Path, text: str, common: list[str], quarto: dict) -> bytes:
     import typst
 
-    source = _pandoc(
-        [
-            "--to=typst-citations",
-            f"--variable=header-includes:{TYPST_HEADER}",
-            *_typst_variables(quarto),
-            *common,
-        ],
-        text,
-        paper_dir,
-    )
+    # Structured variables (the margin map) need a defaults file; --variable takes strings.
+    with tempfile.TemporaryDirectory() as tmp:
+        defaults = Path(tmp) / "typst.yaml"
+        defaults.write_text(yaml.safe_dump({"variables": typst_variables(quarto)}))
+        source = _pandoc(
+            [
+                "--to=typst-citations",
+                f"--defaults={defaults}",
+                f"--variable=header-includes:{TYPST_HEADER}",
+                *common,
+            ],
+            text,
+            paper_dir,
+        )
     # Image paths are relative to the paper directory, the Typst root. Only the fonts the typst
     # package ships (Libertinus Serif, New Computer Modern (Math), DejaVu Sans Mono): the same
     # PDF on every machine, nothing looked up or fetched.
