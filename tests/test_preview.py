@@ -235,6 +235,8 @@ def test_render_checks_the_manuscript_first(tmp_path):
     with pytest.raises(ManuscriptError, match="nll_vs_k.png"):
         preview.render(root, root / "out.html", root / "out.pdf")
     assert not (root / "out.html").exists() and not (root / "out.pdf").exists()
+    assert preview.main([str(root)]) == 1  # the command line says so and writes nothing
+    assert not (root / "_output").exists()
 
 
 def test_the_paper_uses_only_what_the_filter_knows():
