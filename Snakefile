@@ -13,6 +13,7 @@
 #   results/summary.csv, bounds.csv, per_dim.csv  every run's metrics, tidy (rule aggregate)
 #   paper/_generated/{tables,figures}/, paper/_generated/setup.md, paper/_variables.yml
 #   paper/_output/index.{html,pdf}                the rendered paper (rule paper, needs Quarto)
+#   paper/_output/preview.{html,pdf}              without Quarto: a preview (rule preview)
 #
 # Wildcards are constrained to vaeinf's registries (datasets, methods); K and seed are integers.
 # Stages live in workflow/rules/, input functions in workflow/rules/common.smk, all logic in

@@ -47,7 +47,7 @@ def make_tree(dest: Path) -> Path:
         shutil.copytree(REPO / name, dest / name, ignore=ignore)
     (dest / "slurm").symlink_to(os.readlink(REPO / "slurm"))
     (dest / "paper").mkdir()
-    for name in ("index.qmd", "_quarto.yml", "references.bib"):
+    for name in ("index.qmd", "_quarto.yml", "references.bib", "preview.lua"):
         shutil.copy2(REPO / "paper" / name, dest / "paper" / name)
     (dest / "tests" / "config").mkdir(parents=True)
     shutil.copy2(REPO / TINY, dest / TINY)
@@ -103,7 +103,8 @@ def job_stats(output: str) -> dict[str, int]:
     return stats
 
 
-def expected(n_runs: int, downloads: int = 0) -> dict[str, int]:
+def expected(n_runs: int, downloads: int = 0, preview: bool = True) -> dict[str, int]:
+    """Jobs of the default target; ``preview``: paper.render is auto (false: no rendering)."""
     stats = {
         "train": n_runs,
         "evaluate": n_runs,
@@ -112,13 +113,17 @@ def expected(n_runs: int, downloads: int = 0) -> dict[str, int]:
         "figure": len(FIGURES),
         "variables": 1,
         "setup": 1,
+        "seed_plot_html": 1,
+        "provenance": 1,
         "check_manuscript": 1,
         "all": 1,
     }
     if downloads:
         stats["download"] = downloads
-    if HAS_QUARTO:
+    if HAS_QUARTO and preview:
         stats["paper"] = 1
+    elif preview:
+        stats["preview"] = 1  # no Quarto: the preview rendered without it
     stats["total"] = sum(stats.values())
     return stats
 
@@ -151,7 +156,11 @@ def test_ruff_workflow_files():
         "src/vaeinf/figures",
         "src/vaeinf/tables",
         "src/vaeinf/manuscript.py",
+        "src/vaeinf/preview.py",
+        "src/vaeinf/interactive.py",
+        "src/vaeinf/provenance.py",
         "tests/test_workflow.py",
+        "tests/test_preview.py",
         "tests/test_manuscript.py",
     ]
     for args in (["check"], ["format", "--check"]):
@@ -349,7 +358,7 @@ def test_end_to_end_tiny_study(tmp_path):
 
     r = snakemake(tree, "--cores", "2", *tiny)
     assert r.returncode == 0, r.stderr[-4000:]
-    assert job_stats(r.stderr) == expected(4)
+    assert job_stats(r.stderr) == expected(4, preview=False)  # tiny.yaml: paper.render false
     summary = tree / "results/summary.csv"
     assert len(summary.read_text().splitlines()) == 1 + 4
     for name in FIGURES:
@@ -368,6 +377,28 @@ def test_end_to_end_tiny_study(tmp_path):
         assert "Rendering the paper (HTML and PDF) needs Quarto" in r.stderr
     for name in ("train.tsv", "evaluate.tsv"):
         assert (tree / "benchmarks/digits/iwae/k5/seed0" / name).exists()
+    provenance = (tree / "paper/_generated/provenance.md").read_text()
+    assert "| train | 4 |" in provenance and "| evaluate | 4 |" in provenance
+    assert 'id="seed-plot"' in (tree / "paper/_generated/figures/seed_plot.html").read_text()
+
+    # The preview without Quarto, on demand (the default target renders it when paper.render is
+    # auto and Quarto is missing): every figure, the NLL table's numbers, no unresolved reference.
+    r = snakemake(tree, "--cores", "2", "preview", *tiny)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert job_stats(r.stderr) == {"preview": 1, "total": 1}
+    if not HAS_QUARTO:
+        assert "rendered as a preview without it" in r.stderr
+        assert "paper/_output/preview.pdf" in r.stderr
+    pypdf = pytest.importorskip("pypdf")
+    pdf = pypdf.PdfReader(tree / "paper/_output/preview.pdf")
+    assert sum(len(page.images) for page in pdf.pages) == len(FIGURES)
+    text = re.sub(r"\s+", " ", " ".join(page.extract_text() for page in pdf.pages))
+    for bad in ("{{<", "??", "@fig-", "@tbl-", "@eq-", "@sec-"):
+        assert bad not in text
+    nll = (tree / "paper/_generated/tables/nll.md").read_text()
+    assert all(n in text for n in re.findall(r"\d+\.\d\d", nll))
+    html = (tree / "paper/_output/preview.html").read_text()
+    assert html.count('id="seed-plot"') == 1 and "Preview rendered without Quarto" in html
     for name in ("train.log", "evaluate.log"):
         assert (tree / "logs/digits/iwae/k5/seed0" / name).exists()
 
@@ -395,8 +426,9 @@ def test_end_to_end_tiny_study(tmp_path):
     assert r.returncode == 0, r.stderr[-4000:]
     stats = job_stats(r.stderr)
     assert "train" not in stats and "evaluate" not in stats
-    assert stats == {k: v for k, v in expected(4).items() if k not in ("train", "evaluate")} | {
-        "total": expected(4)["total"] - 8
+    tiny_jobs = expected(4, preview=False)
+    assert stats == {k: v for k, v in tiny_jobs.items() if k not in ("train", "evaluate")} | {
+        "total": tiny_jobs["total"] - 8
     }
     assert (tree / "paper/_generated/manuscript-check.txt").exists()
     import pandas as pd

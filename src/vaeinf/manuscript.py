@@ -239,12 +239,11 @@ def bib_keys(path: Path) -> set[str]:
     return {m["key"] for m in BIB_KEY_RE.finditer(path.read_text())}
 
 
-def check(paper_dir: str | Path, document: str | None = None) -> dict:
-    """Check the manuscript in ``paper_dir``; raise :class:`ManuscriptError` listing problems.
+def load(root: Path, document: str | None = None) -> tuple[Path, str, dict, list[str]]:
+    """The manuscript of ``root`` with includes and variables resolved, as Quarto sees it.
 
-    Returns a summary (document, labels, references, citations, figures, variables used).
+    Returns (document path, resolved Markdown, the ``_quarto.yml`` settings, problems found).
     """
-    root = Path(paper_dir)
     problems: list[str] = []
     quarto = yaml.safe_load((root / "_quarto.yml").read_text()) or {}
     if document is None:
@@ -262,6 +261,16 @@ def check(paper_dir: str | Path, document: str | None = None) -> dict:
     else:
         variables = flatten_variables(yaml.safe_load(vars_path.read_text()) or {})
     text = resolve(doc, root, variables, problems, (doc.resolve(),))
+    return doc, text, quarto, problems
+
+
+def check(paper_dir: str | Path, document: str | None = None) -> dict:
+    """Check the manuscript in ``paper_dir``; raise :class:`ManuscriptError` listing problems.
+
+    Returns a summary (document, labels, references, citations, figures, variables used).
+    """
+    root = Path(paper_dir)
+    doc, text, quarto, problems = load(root, document)
     used_vars = sorted(set(VAR_RE.findall(doc.read_text())))
     found = analyse(text)
 

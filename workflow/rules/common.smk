@@ -37,6 +37,7 @@ RUN = study.RUN_DIR
 LOG = f"logs/{study.RUN_PATH}"
 BENCH = f"benchmarks/{study.RUN_PATH}"
 GEN = "paper/_generated"
+PREVIEW = {"html": "paper/_output/preview.html", "pdf": "paper/_output/preview.pdf"}
 DATA_DIR = study.data_dir(config)
 DOWNLOADABLE = sorted(d for d, files in DOWNLOADS.items() if files)
 
@@ -141,11 +142,13 @@ def get_table_inputs(wildcards):
 
 
 def get_paper_inputs(wildcards=None):
-    """Every generated input of the paper (tables, figures, setup, variables)."""
+    """Every generated input of the paper (tables, figures, setup, appendix, variables)."""
     return {
         "tables": expand(rules.table.output.table, table=TABLES),
         "figures": expand(rules.figure.output.png, figure=FIGURE_INPUTS),
+        "interactive": rules.seed_plot_html.output.html,
         "setup": rules.setup.output.setup,
+        "provenance": rules.provenance.output.provenance,
         "variables": rules.variables.output.variables,
     }
 
@@ -158,25 +161,45 @@ def get_final_targets():
     ]
     if render_paper():
         targets += ["paper/_output/index.html", "paper/_output/index.pdf"]
+    elif config["paper"]["render"] == "auto":
+        targets += list(PREVIEW.values())  # no Quarto: the preview, rendered without it
     return targets
+
+
+def _newer(paths, than):
+    return any(p.exists() and p.stat().st_mtime > than.stat().st_mtime for p in paths)
 
 
 def quarto_note():
     """After a successful run whose paper inputs are built and checked, when Quarto is missing:
-    say that rendering needs Quarto and how to get it."""
+    name the preview rendered without it (or how to render one), and say how to get Quarto.
+    """
     check = Path(f"{GEN}/manuscript-check.txt")
     if quarto_available() or not check.exists():
         return
-    inputs = [Path(p) for p in get_final_targets()[:-1]] + [
-        Path("paper/_variables.yml")
+    inputs = [
+        Path("results/summary.csv"),
+        Path("paper/_variables.yml"),
+        *map(Path, expand(f"{GEN}/figures/{{figure}}.pdf", figure=FIGURE_INPUTS)),
     ]
-    if any(p.exists() and p.stat().st_mtime > check.stat().st_mtime for p in inputs):
+    if _newer(inputs, check):
         return  # the check is older than the inputs: this run did not build the paper's inputs
+    preview = [Path(p) for p in PREVIEW.values()]
+    if all(p.exists() and not _newer([check], p) for p in preview):
+        done = (
+            "Quarto is not on PATH, so the paper was rendered as a preview without it:\n  "
+            + "\n  ".join(map(str, preview))
+            + "\n"
+        )
+    else:
+        done = "Preview without Quarto (HTML and PDF): snakemake --cores all preview\n"
     print(
         "\nvaeinf: every input of the paper is built and the manuscript check passed "
         f"({check}).\n"
-        "Rendering the paper (HTML and PDF) needs Quarto, which is not on PATH: install it from\n"
-        "https://quarto.org/docs/get-started/ or use the conda environment\n"
-        "(conda env create -f environment.yml), then run: snakemake --cores all paper",
+        + done
+        + "Rendering the paper (HTML and PDF) needs Quarto, which is "
+        "not on PATH: install it from\nhttps://quarto.org/docs/get-started/ or use the conda "
+        "environment\n(conda env create -f environment.yml), then run: "
+        "snakemake --cores all paper",
         file=sys.stderr,
     )

@@ -1,12 +1,16 @@
-# The paper: the generated setup section, the manuscript check (no Quarto needed) and the
-# rendering with Quarto (HTML, and PDF through Typst). Without Quarto the default target stops
-# after the check and says how to get Quarto; `snakemake paper` then renders on demand.
+# The paper: the generated setup section, the interactive seed plot and the provenance
+# appendix, the manuscript check (no Quarto needed) and the rendering with Quarto (HTML, and PDF
+# through Typst). Without Quarto the default target (paper.render: auto) renders a preview
+# instead, with pandoc and the typst Python package (rule preview, vaeinf.preview), and says so.
 
 
 localrules:
     setup,
+    seed_plot_html,
+    provenance,
     check_manuscript,
     paper,
+    preview,
 
 
 rule setup:
@@ -23,6 +27,44 @@ rule setup:
         | {"method_overrides": config["method_overrides"]},
     script:
         "../scripts/setup.py"
+
+
+rule seed_plot_html:
+    input:
+        summary=rules.aggregate.output.summary,
+        cost=rules.aggregate.output.cost,
+        code=library("interactive"),
+    output:
+        html=f"{GEN}/figures/seed_plot.html",
+    log:
+        "logs/figures/seed_plot_html.log",
+    conda:
+        CONDA_ENV
+    params:
+        methods=config["methods"],
+    script:
+        "../scripts/seed_plot_html.py"
+
+
+rule provenance:
+    input:
+        metrics=get_all_metrics,
+        code=library("provenance"),
+    output:
+        provenance=f"{GEN}/provenance.md",
+    log:
+        "logs/provenance.log",
+    conda:
+        CONDA_ENV
+    params:
+        # Benchmark records are written by Snakemake, not as outputs: read, not required.
+        benchmarks=[
+            BENCH.format(dataset=r.dataset, method=r.method, K=r.K, seed=r.seed)
+            for r in RUNS
+        ],
+        study=config,
+    script:
+        "../scripts/provenance.py"
 
 
 rule check_manuscript:
@@ -60,8 +102,29 @@ rule paper:
         "if ! command -v quarto > /dev/null; then "
         "echo 'vaeinf: rendering the paper needs Quarto, which is not on PATH; install it "
         "(https://quarto.org/docs/get-started/, or conda env create -f environment.yml) and "
-        "rerun. Every input of the paper is built and checked.' | tee {log} >&2; exit 1; fi; "
+        "rerun, or render a preview without Quarto: snakemake --cores all preview. Every input "
+        "of the paper is built and checked.' | tee {log} >&2; exit 1; fi; "
         "quarto render paper > {log} 2>&1"
+
+
+rule preview:
+    input:
+        unpack(get_paper_inputs),
+        check=f"{GEN}/manuscript-check.txt",
+        qmd="paper/index.qmd",
+        quarto="paper/_quarto.yml",
+        bib="paper/references.bib",
+        lua="paper/preview.lua",
+        code=library("preview"),
+    output:
+        html=PREVIEW["html"],
+        pdf=PREVIEW["pdf"],
+    log:
+        "logs/preview.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/preview.py"
 
 
 onsuccess:

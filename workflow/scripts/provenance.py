@@ -1,0 +1,10 @@
+"""Snakemake job: the paper's provenance appendix (vaeinf.provenance.write_provenance)."""
+
+from vaeinf.provenance import write_provenance
+from vaeinf.study import job_log
+
+smk = snakemake  # noqa: F821
+with job_log(smk):
+    write_provenance(
+        smk.input.metrics, smk.params.benchmarks, dict(smk.params.study), smk.output.provenance
+    )
