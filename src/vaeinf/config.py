@@ -69,6 +69,20 @@ class EvalConfig:
     mi_points: int = 2000
     n_images: int = 16
     n_prior_samples: int = 64
+    # AIS from the prior (Wu et al. 2017) on a fixed random subset of ais_points test points
+    # (0: off), BDMC (Grosse et al. 2015) on bdmc_points simulated points (0: off), and the
+    # approximation / amortization gaps (Cremer et al. 2018) on the first gap_points of that
+    # subset, with q* found by at most qstar_steps Adam steps (see vaeinf.gaps).
+    ais_points: int = 100
+    ais_steps: int = 200
+    ais_chains: int = 8
+    ais_leapfrog: int = 5
+    bdmc_points: int = 20
+    gap_points: int = 100
+    qstar_steps: int = 500
+    qstar_lr: float = 1e-2
+    qstar_tol: float = 1e-4
+    elbo_samples: int = 1000
 
 
 @dataclass
@@ -229,6 +243,24 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_positive("eval.max_points", cfg.eval.max_points)
     _check_positive("eval.moment_samples", cfg.eval.moment_samples)
     _check_positive("eval.mi_points", cfg.eval.mi_points, 2)
+    ev = cfg.eval
+    for key in ("ais_points", "bdmc_points", "gap_points"):
+        _check_positive(f"eval.{key}", getattr(ev, key), 0)
+    for key in ("ais_steps", "ais_chains", "ais_leapfrog", "qstar_steps", "elbo_samples"):
+        _check_positive(f"eval.{key}", getattr(ev, key))
+    if ev.gap_points > ev.ais_points:
+        raise ConfigError(
+            f"config key 'eval.gap_points': {ev.gap_points!r} is out of range; must be <= "
+            f"eval.ais_points ({ev.ais_points}), the points with an AIS estimate"
+        )
+    if not ev.qstar_lr > 0:
+        raise ConfigError(
+            f"config key 'eval.qstar_lr': {ev.qstar_lr!r} is out of range; must be > 0"
+        )
+    if not 0 < ev.qstar_tol < 1:
+        raise ConfigError(
+            f"config key 'eval.qstar_tol': {ev.qstar_tol!r} is out of range; must be in (0, 1)"
+        )
     # The method checks its own options and whether it supports the estimator.
     REGISTRY[cfg.method].check_config(cfg)
     return cfg

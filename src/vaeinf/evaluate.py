@@ -225,6 +225,13 @@ def evaluate(run_dir: str | Path, memory_mb: float | None = None) -> dict:
         "time_per_epoch": epoch_times(run_dir),
     }
     metrics.update(model.extra_metrics(x_test) if hasattr(model, "extra_metrics") else {})
+
+    from vaeinf.gaps import inference_gaps  # imports this module
+
+    t = time.perf_counter()
+    gaps = inference_gaps(model, x_test, cfg.dataset, ev, memory_mb)
+    metrics.update(gaps)
+    wall["ais_and_gaps"] = time.perf_counter() - t
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(run_dir / SAMPLES, buf.getvalue())

@@ -185,6 +185,22 @@ class IAFPosterior(Posterior):
         log_q0 = -0.5 * (eps * eps).sum(-1) - log_sigma.sum(-1) - _half_log_2pi(mu)
         return log_q0 - log_det_sum
 
+    def local_params(self, x: Tensor) -> dict[str, Tensor]:
+        """The encoder's per-point outputs (mu, log sigma) (B, D) and the context h (B, H); the
+        MADEs' weights are shared by all points and stay fixed."""
+        mu, log_sigma, h = self.encode(x)
+        return {"mu": mu, "log_sigma": log_sigma, "h": h}
+
+    def rsample_and_log_prob_local(self, params, K):
+        mu, log_sigma, h = params["mu"], params["log_sigma"], params["h"]
+        eps = torch.randn((K, *mu.shape), dtype=mu.dtype, device=mu.device)  # (K, B, D)
+        z = mu + torch.exp(log_sigma) * eps
+        log_q = -0.5 * (eps * eps).sum(-1) - log_sigma.sum(-1) - _half_log_2pi(mu)
+        for step in self.steps:
+            z, log_det = step(h).call_and_ladj(z)  # Kingma et al. (2016), Algorithm 1
+            log_q = log_q - log_det
+        return z, log_q
+
 
 def _half_log_2pi(mu: Tensor) -> float:
     return 0.5 * mu.shape[-1] * math.log(2 * math.pi)

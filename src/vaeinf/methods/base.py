@@ -76,6 +76,19 @@ class Posterior(nn.Module):
     #: How :meth:`dim_kl` is computed, recorded in metrics.json.
     dim_kl_kind: ClassVar[str] = "moment-matched Gaussian marginals (Monte Carlo)"
 
+    def local_params(self, x: Tensor) -> dict[str, Tensor]:
+        """The per-point variational parameters the encoder outputs for x (B, D_x), each a
+        tensor with leading dimension B: the family over which q* is optimized per point
+        (Cremer et al. 2018, Sec. 3). Posteriors without such a family raise."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-point parameter family")
+
+    def rsample_and_log_prob_local(
+        self, params: dict[str, Tensor], K: int
+    ) -> tuple[Tensor, Tensor]:
+        """z (K, B, D) and log q(z) (K, B) of the family member with per-point ``params`` (as
+        returned by :meth:`local_params`), differentiable w.r.t. them."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-point parameter family")
+
 
 class Method(nn.Module):
     """Shared model: ``posterior`` q(z|x), ``decoder`` p(x|z), prior p(z) = N(0, I).

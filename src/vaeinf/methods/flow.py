@@ -216,6 +216,29 @@ class FlowPosterior(Posterior):
         log_q0 = -0.5 * (eps * eps).sum(-1) - torch.log(sigma).sum(-1) - _half_log_2pi(mu)
         return log_q0 - log_det_sum
 
+    def local_params(self, x: Tensor) -> dict[str, Tensor]:
+        """The encoder's per-point outputs: base (mu, log sigma^2) (B, 2D) and all raw flow
+        parameters (B, steps * per_step), the amortized family of this posterior."""
+        h = self.features(x)  # (B, H)
+        return {"base": self.base_head(h), "flow": self.flow_head(h)}
+
+    def rsample_and_log_prob_local(self, params, K):
+        mu, log_var = params["base"].chunk(2, dim=-1)
+        sigma = torch.exp(0.5 * log_var)
+        raw = params["flow"].unflatten(-1, (self.steps, -1))  # (B, T, per_step)
+        D = self.latent
+        eps = torch.randn((K, *mu.shape), dtype=mu.dtype, device=mu.device)  # (K, B, D)
+        z = mu + sigma * eps
+        log_q = -0.5 * (eps * eps).sum(-1) - 0.5 * log_var.sum(-1) - _half_log_2pi(mu)
+        for t in range(self.steps):
+            p = raw[:, t]
+            if self.flow == "planar":
+                z, log_det = planar_step(z, p[:, :D], p[:, D : 2 * D], p[:, 2 * D])
+            else:
+                z, log_det = radial_step(z, p[:, :D], p[:, D], p[:, D + 1])
+            log_q = log_q - log_det  # Rezende & Mohamed (2015), Eq. 13
+        return z, log_q
+
 
 def _half_log_2pi(mu: Tensor) -> float:
     return 0.5 * mu.shape[-1] * math.log(2 * math.pi)

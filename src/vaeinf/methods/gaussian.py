@@ -60,6 +60,16 @@ class GaussianPosterior(Posterior):
         q = self.dist(x)
         return kl_divergence(q, Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale)))
 
+    def local_params(self, x: Tensor) -> dict[str, Tensor]:
+        """(mu, log sigma^2), each (B, D): the diagonal Gaussian family."""
+        mu, sigma = self.encoder(x)
+        return {"mu": mu, "log_var": 2 * torch.log(sigma)}
+
+    def rsample_and_log_prob_local(self, params, K):
+        q = Normal(params["mu"], torch.exp(0.5 * params["log_var"]))
+        z = q.rsample((K,))  # (K, B, D)
+        return z, Independent(q, 1).log_prob(z)
+
 
 class GaussianMethod(Method):
     def build_posterior(self, dim, latent, hidden, activation):

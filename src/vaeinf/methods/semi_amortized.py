@@ -198,6 +198,18 @@ class SemiAmortizedPosterior(Posterior):
         mu, log_var = self.refine(x)
         return 0.5 * (torch.exp(log_var) + mu * mu - 1.0 - log_var)
 
+    def local_params(self, x: Tensor) -> dict[str, Tensor]:
+        """(mu_T, log sigma_T^2), each (B, D), after the refinement: the Gaussian family, so
+        that q* of this family is what the refinement would reach with enough steps."""
+        mu, log_var = self.refine(x)
+        return {"mu": mu, "log_var": log_var}
+
+    def rsample_and_log_prob_local(self, params, K):
+        mu, log_var = params["mu"], params["log_var"]
+        eps = torch.randn((K, *mu.shape), dtype=mu.dtype, device=mu.device)
+        z = mu + torch.exp(0.5 * log_var) * eps  # (K, B, D)
+        return z, -0.5 * (eps * eps).sum(-1) - 0.5 * log_var.sum(-1) - _half_log_2pi(mu)
+
 
 def _half_log_2pi(mu: Tensor) -> float:
     return 0.5 * mu.shape[-1] * math.log(2 * math.pi)
