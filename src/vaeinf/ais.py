@@ -51,7 +51,7 @@ class AISSettings:
     adapt_rate * (a - target_accept), a its acceptance probability; schedule_delta: the
     steepness delta of :func:`sigmoid_schedule`."""
 
-    steps: int = 200
+    steps: int = 100
     chains: int = 8
     leapfrog: int = 5
     init: str = "prior"

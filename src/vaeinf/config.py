@@ -74,15 +74,15 @@ class EvalConfig:
     # approximation / amortization gaps (Cremer et al. 2018) on the first gap_points of that
     # subset, with q* found by at most qstar_steps Adam steps (see vaeinf.gaps).
     ais_points: int = 100
-    ais_steps: int = 200
-    ais_chains: int = 8
+    ais_steps: int = 100
+    ais_chains: int = 4
     ais_leapfrog: int = 5
     bdmc_points: int = 20
     gap_points: int = 100
-    qstar_steps: int = 500
+    qstar_steps: int = 300
     qstar_lr: float = 1e-2
     qstar_tol: float = 1e-4
-    elbo_samples: int = 1000
+    elbo_samples: int = 500
 
 
 @dataclass

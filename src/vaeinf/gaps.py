@@ -54,12 +54,12 @@ class QStarSettings:
     last ``window`` steps, rose by less than tol * |mean ELBO| over the previous window;
     elbo_samples: draws per point when evaluating L[q]."""
 
-    max_steps: int = 500
+    max_steps: int = 300
     lr: float = 1e-2
     samples: int = 8
-    window: int = 50
+    window: int = 25
     tol: float = 1e-4
-    elbo_samples: int = 1000
+    elbo_samples: int = 500
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self) | {"optimizer": "Adam"}
@@ -86,7 +86,7 @@ def gaussian_start(model: Method, x: Tensor, n: int = 256) -> tuple[dict[str, Te
             return {k: v.detach() for k, v in local.items()}, "the posterior's Gaussian"
     except NotImplementedError:
         pass
-    z, _ = model.posterior.rsample_and_log_prob(x, n)  # (n, B, D)
+    z = model.posterior.rsample(x, n)  # (n, B, D)
     var = z.var(0).clamp_min(1e-8)
     return {"mu": z.mean(0), "log_var": torch.log(var)}, f"moments of {n} posterior samples"
 

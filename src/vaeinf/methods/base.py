@@ -89,6 +89,12 @@ class Posterior(nn.Module):
         returned by :meth:`local_params`), differentiable w.r.t. them."""
         raise NotImplementedError(f"{type(self).__name__} has no per-point parameter family")
 
+    @torch.no_grad()
+    def rsample(self, x: Tensor, K: int) -> Tensor:
+        """K samples z (K, B, D) of q(z|x) without their log-density (cheaper where log q
+        costs extra, and free of any stand-in for it)."""
+        return self.rsample_and_log_prob(x, K)[0]
+
 
 class Method(nn.Module):
     """Shared model: ``posterior`` q(z|x), ``decoder`` p(x|z), prior p(z) = N(0, I).
