@@ -52,7 +52,7 @@ class AISSettings:
     steepness delta of :func:`sigmoid_schedule`."""
 
     steps: int = 100
-    chains: int = 8
+    chains: int = 4
     leapfrog: int = 5
     init: str = "prior"
     step_size: float = 0.1

@@ -73,12 +73,12 @@ class EvalConfig:
     # (0: off), BDMC (Grosse et al. 2015) on bdmc_points simulated points (0: off), and the
     # approximation / amortization gaps (Cremer et al. 2018) on the first gap_points of that
     # subset, with q* found by at most qstar_steps Adam steps (see vaeinf.gaps).
-    ais_points: int = 100
+    ais_points: int = 50
     ais_steps: int = 100
     ais_chains: int = 4
     ais_leapfrog: int = 5
     bdmc_points: int = 20
-    gap_points: int = 100
+    gap_points: int = 50
     qstar_steps: int = 300
     qstar_lr: float = 1e-2
     qstar_tol: float = 1e-4

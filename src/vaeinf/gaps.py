@@ -140,28 +140,39 @@ def optimize(
     local parameters are differentiated). Returns the parameters and {steps, converged}."""
     params = {k: v.detach().clone().requires_grad_() for k, v in start.items()}
     leaves = list(params.values())
-    opt = torch.optim.Adam(leaves, lr=s.lr)
+    m = [torch.zeros_like(p) for p in leaves]
+    v = [torch.zeros_like(p) for p in leaves]
     trace: list[float] = []
     converged = False
-    with torch.enable_grad():
-        for _ in range(s.max_steps):
+    for step in range(1, s.max_steps + 1):
+        with torch.enable_grad():
             z, log_q = sampler(params, s.samples)  # (S, B, D), (S, B)
             per_point = (_log_joint(model, x, z) - log_q).mean(0)  # (B,)
-            grads = torch.autograd.grad(-per_point.sum(), leaves)
-            for p, g in zip(leaves, grads, strict=True):
-                p.grad = g
-            opt.step()
-            trace.append(per_point.detach().double().mean().item())
-            w = s.window
-            if len(trace) >= 2 * w:
-                recent, before = sum(trace[-w:]) / w, sum(trace[-2 * w : -w]) / w
-                if recent - before < s.tol * abs(recent):
-                    converged = True
-                    break
+            grads = torch.autograd.grad(per_point.sum(), leaves)
+        with torch.no_grad():
+            _adam_ascent(leaves, grads, m, v, step, s.lr)
+        trace.append(per_point.detach().double().mean().item())
+        w = s.window
+        if len(trace) >= 2 * w:
+            recent, before = sum(trace[-w:]) / w, sum(trace[-2 * w : -w]) / w
+            if recent - before < s.tol * abs(recent):
+                converged = True
+                break
     return {k: v.detach() for k, v in params.items()}, {
         "steps": len(trace),
         "converged": converged,
     }
+
+
+def _adam_ascent(params, grads, m, v, step, lr, b1=0.9, b2=0.999, eps=1e-8) -> None:
+    """One Adam step (Kingma & Ba 2015, Algorithm 1) ascending ``grads``, in place. Written out
+    because constructing ``torch.optim.Adam`` imports torch._dynamo, a cost of seconds in an
+    evaluation process that never trains."""
+    for p, g, m_, v_ in zip(params, grads, m, v, strict=True):
+        m_.mul_(b1).add_(g, alpha=1 - b1)
+        v_.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (v_ / (1 - b2**step)).sqrt_().add_(eps)
+        p.addcdiv_(m_, denom, value=lr / (1 - b1**step))
 
 
 def _summary(v: Tensor) -> dict:
