@@ -76,6 +76,12 @@ class AISSettings:
         return dataclasses.asdict(self) | {"schedule": "sigmoid", "transition": "HMC"}
 
 
+#: Settings of the size used for MNIST in the literature (Wu et al. 2017: HMC with 10 leapfrog
+#: steps, 16 chains, up to 10000 intermediate distributions), for ``eval.ais_*`` on
+#: binarized MNIST with ``eval.ais_points: 1000``.
+LITERATURE_MNIST = AISSettings(steps=10000, chains=16, leapfrog=10)
+
+
 def sigmoid_schedule(T: int, delta: float = 4.0) -> Tensor:
     """beta_0..beta_T (T + 1 values, float64) rising from 0 to 1: beta_t proportional to
     sigmoid(delta (2 t / T - 1)), shifted and scaled to start at 0 and end at 1 (Grosse et al.
