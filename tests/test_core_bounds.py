@@ -11,8 +11,9 @@ import torch
 from vaeinf import bounds
 from vaeinf.config import RunConfig
 from vaeinf.data import load_dataset
-from vaeinf.evaluate import bound_curve, chunking, log_likelihood
+from vaeinf.evaluate import bound_curve, log_likelihood
 from vaeinf.methods import build_model
+from vaeinf.methods.base import chunking
 
 from quadrature import exact_log_px, make_model, sample_data
 
@@ -67,7 +68,7 @@ def test_elbo_below_iwae_bounds(quad):
 
 def test_chunking_respects_budget():
     model = make_model(dim=784, hidden=200)
-    from vaeinf.evaluate import bytes_per_row
+    from vaeinf.methods.base import bytes_per_row
 
     for K in (1, 5000, 10**6):
         b, s = chunking(model, 10000, K, memory_mb=64)

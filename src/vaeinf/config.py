@@ -136,6 +136,20 @@ class EvalConfig:
     mi_points: int = field(default=2000, metadata=limits(ge=2))
     n_images: int = field(default=16, metadata=POSITIVE)
     n_prior_samples: int = field(default=64, metadata=POSITIVE)
+    # AIS from the prior (Wu et al. 2017) on a fixed random subset of ais_points test points
+    # (0: off), BDMC (Grosse et al. 2015) on bdmc_points simulated points (0: off), and the
+    # approximation / amortization gaps (Cremer et al. 2018) on the first gap_points of that
+    # subset, with q* found by at most qstar_steps Adam steps (see vaeinf.gaps).
+    ais_points: int = field(default=50, metadata=limits(ge=0))
+    ais_steps: int = field(default=100, metadata=POSITIVE)
+    ais_chains: int = field(default=4, metadata=POSITIVE)
+    ais_leapfrog: int = field(default=5, metadata=POSITIVE)
+    bdmc_points: int = field(default=20, metadata=limits(ge=0))
+    gap_points: int = field(default=50, metadata=limits(ge=0))
+    qstar_steps: int = field(default=300, metadata=POSITIVE)
+    qstar_lr: float = field(default=1e-2, metadata=limits(gt=0))
+    qstar_tol: float = field(default=1e-4, metadata=limits(gt=0, lt=1))
+    elbo_samples: int = field(default=500, metadata=POSITIVE)
 
 
 @dataclass
@@ -403,6 +417,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(
             "config key 'estimator': 'dreg' needs method_options.objective 'iwae' "
             "(DReG is defined for the importance-weighted bound)"
+        )
+    ev = cfg.eval
+    if ev.gap_points > ev.ais_points:
+        raise ConfigError(
+            f"config key 'eval.gap_points': {ev.gap_points!r} is out of range; must be <= "
+            f"eval.ais_points ({ev.ais_points}), the points with an AIS estimate"
         )
     return cfg
 

@@ -18,29 +18,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from vaeinf import ais, gaps
 from vaeinf.methods import Method
+from vaeinf.methods.base import chunking
 from vaeinf.results import atomic_write_bytes, write_metrics
 from vaeinf.train import TRAIN_LOG, load_trained
 
 SAMPLES = "samples.npz"
-
-
-def bytes_per_row(model: Method) -> int:
-    """A conservative estimate of the memory one (sample, data point) row of log-weights needs:
-    the decoder's activations (pre- and post-activation per layer), the data-sized logits and
-    their log-likelihood terms, and the latent samples, in float32, plus the method's own
-    per-sample state (``eval_bytes_per_sample``)."""
-    widths = [layer.out_features for layer in model.decoder.net if hasattr(layer, "out_features")]
-    floats = 2 * sum(widths) + 3 * model.dim + 8 * model.latent
-    return 4 * floats + model.eval_bytes_per_sample
-
-
-def chunking(model: Method, n_points: int, K: int, memory_mb: float) -> tuple[int, int]:
-    """(points per chunk, samples per chunk) so that one chunk fits in ``memory_mb``."""
-    rows = max(1, int(memory_mb * 2**20 / bytes_per_row(model)))
-    if K <= rows:
-        return max(1, min(n_points, rows // K)), K
-    return 1, rows
 
 
 @torch.no_grad()
@@ -228,6 +212,9 @@ def evaluate(run_dir: str | Path, memory_mb: float | None = None) -> dict:
         "time_per_epoch": epoch_times(run_dir),
     }
     metrics.update(model.extra_metrics(x_test))
+    t = time.perf_counter()
+    metrics.update(ais_and_gaps(model, x_test, ev, memory_mb))
+    wall["ais_and_gaps"] = time.perf_counter() - t
     identity = {k: np.array(getattr(cfg, k)) for k in ("dataset", "method", "K", "seed")}
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays, **identity)  # the run is named inside its own file
@@ -235,3 +222,40 @@ def evaluate(run_dir: str | Path, memory_mb: float | None = None) -> dict:
     wall["total"] = time.perf_counter() - t_start
     write_metrics(run_dir, metrics, cfg.to_dict(), device, wall)
     return metrics
+
+
+def ais_and_gaps(model: Method, x: Tensor, ev, memory_mb: float) -> dict:
+    """The AIS / BDMC / gap-split block of metrics.json for the test points x, with the
+    ``eval`` settings ``ev`` (see :class:`vaeinf.config.EvalConfig`): AIS on the first
+    ``ais_points`` of x (a fixed random sample of the test set, see
+    :meth:`vaeinf.data.Dataset.subset`), BDMC on ``bdmc_points`` simulated points, the gap
+    split and the IS - AIS difference (IS at ``nll_k`` samples) on the first ``gap_points``.
+    Returns {} when ``ais_points`` is 0."""
+    if ev.ais_points == 0:
+        return {}
+    settings = ais.AISSettings(steps=ev.ais_steps, chains=ev.ais_chains, leapfrog=ev.ais_leapfrog)
+    idx = torch.arange(min(ev.ais_points, len(x)))
+    est = ais.log_likelihood(model, x[idx], settings, memory_mb)
+    out = {
+        "ais": {k: v for k, v in est.items() if k != "per_point"}
+        | {"points": f"a fixed random sample of {len(idx)} test points"}
+    }
+    if ev.bdmc_points > 0:
+        out["ais"]["bdmc"] = ais.bdmc(model, ev.bdmc_points, settings, memory_mb)
+    n_gap = min(ev.gap_points, len(idx))
+    if n_gap == 0:
+        return out
+    xg, lp = x[idx[:n_gap]], est["per_point"][:n_gap]
+    is_est = log_likelihood(model, xg, ev.nll_k, memory_mb)["per_point"]
+    q = gaps.QStarSettings(
+        max_steps=ev.qstar_steps, lr=ev.qstar_lr, tol=ev.qstar_tol, elbo_samples=ev.elbo_samples
+    )
+    t = time.perf_counter()
+    split = gaps.gap_split(model, xg, lp, q, memory_mb)
+    split.pop("per_point")
+    out["gaps"] = split | {
+        "is_minus_ais": _summary(is_est - lp) | {"K": ev.nll_k},
+        "seconds": time.perf_counter() - t,
+        "points": f"the first {n_gap} of the AIS subset",
+    }
+    return out

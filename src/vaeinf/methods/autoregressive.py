@@ -127,12 +127,7 @@ class IAFPosterior(Posterior):
     def rsample_and_log_prob(self, x, K, stop_param_grad=False):
         if stop_param_grad:
             raise NotImplementedError("the IAF posterior supports the standard estimator only")
-        mu, log_sigma, h = self.encode(x)
-        z, log_q = gaussian_rsample(mu, log_sigma, K)  # z_0 (K, B, D), log q_0(z_0|x) (K, B)
-        for step in self.steps:
-            z, log_det = step(h).call_and_ladj(z)  # (K, B, D), (K, B); h broadcast over K
-            log_q = log_q - log_det
-        return z, log_q
+        return self.rsample_and_log_prob_local(self.local_params(x), K)
 
     def log_prob(self, z: Tensor, x: Tensor) -> Tensor:
         """log q_T(z|x) at given z (K, B, D) by inverting the steps: zuko's inverse takes D
@@ -149,6 +144,21 @@ class IAFPosterior(Posterior):
             log_det_sum = log_det_sum + t.log_abs_det_jacobian(z_prev, z)  # (k, B)
             z = z_prev
         return gaussian_log_prob(z, mu, log_sigma) - log_det_sum
+
+    def local_params(self, x: Tensor) -> dict[str, Tensor]:
+        """The encoder's per-point outputs (mu, log sigma) (B, D) and the context h (B, H); the
+        MADEs' weights are shared by all points and stay fixed."""
+        mu, log_sigma, h = self.encode(x)
+        return {"mu": mu, "log_sigma": log_sigma, "h": h}
+
+    def rsample_and_log_prob_local(self, params: dict[str, Tensor], K: int):
+        """z (K, B, D) and log q_T(z|x) (K, B) from the per-point parameters (Algorithm 1)."""
+        mu, log_sigma, h = params["mu"], params["log_sigma"], params["h"]
+        z, log_q = gaussian_rsample(mu, log_sigma, K)  # z_0 (K, B, D), log q_0(z_0|x) (K, B)
+        for step in self.steps:
+            z, log_det = step(h).call_and_ladj(z)  # (K, B, D), (K, B); h broadcast over K
+            log_q = log_q - log_det
+        return z, log_q
 
 
 class AutoregressiveMethod(Method):

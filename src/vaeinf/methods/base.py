@@ -99,6 +99,25 @@ class Posterior(nn.Module):
     #: How :meth:`dim_kl` is computed, recorded in metrics.json.
     dim_kl_kind: ClassVar[str] = "moment-matched Gaussian marginals (Monte Carlo)"
 
+    def local_params(self, x: Tensor) -> dict[str, Tensor]:
+        """The per-point variational parameters the encoder outputs for x (B, D_x), each a
+        tensor with leading dimension B: the family over which q* is optimized per point
+        (Cremer et al. 2018, Sec. 3). Posteriors without such a family raise."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-point parameter family")
+
+    def rsample_and_log_prob_local(
+        self, params: dict[str, Tensor], K: int
+    ) -> tuple[Tensor, Tensor]:
+        """z (K, B, D) and log q(z) (K, B) of the family member with per-point ``params`` (as
+        returned by :meth:`local_params`), differentiable w.r.t. them."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-point parameter family")
+
+    @torch.no_grad()
+    def rsample(self, x: Tensor, K: int) -> Tensor:
+        """K samples z (K, B, D) of q(z|x) without their log-density (cheaper where log q
+        costs extra, and free of any stand-in for it)."""
+        return self.rsample_and_log_prob(x, K)[0]
+
 
 class Method(nn.Module):
     """Shared model: ``posterior`` q(z|x), ``decoder`` p(x|z), prior p(z) = N(0, I).
@@ -193,3 +212,25 @@ class Method(nn.Module):
 def check_finite(loss: Tensor) -> None:
     if not torch.isfinite(loss).all():
         raise NonFiniteLoss(f"loss is {loss.item()}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory budget of evaluation: how many (sample, point) rows of log-weights fit.
+
+
+def bytes_per_row(model: Method) -> int:
+    """A conservative estimate of the memory one (sample, data point) row of log-weights needs:
+    the decoder's activations (pre- and post-activation per layer), the data-sized logits and
+    their log-likelihood terms, and the latent samples, in float32, plus the method's own
+    per-sample state (``eval_bytes_per_sample``)."""
+    widths = [layer.out_features for layer in model.decoder.net if hasattr(layer, "out_features")]
+    floats = 2 * sum(widths) + 3 * model.dim + 8 * model.latent
+    return 4 * floats + model.eval_bytes_per_sample
+
+
+def chunking(model: Method, n_points: int, K: int, memory_mb: float) -> tuple[int, int]:
+    """(points per chunk, samples per chunk) so that one chunk fits in ``memory_mb``."""
+    rows = max(1, int(memory_mb * 2**20 / bytes_per_row(model)))
+    if K <= rows:
+        return max(1, min(n_points, rows // K)), K
+    return 1, rows

@@ -137,11 +137,16 @@ class FlowPosterior(Posterior):
         self.base_head = nn.Linear(hidden[-1], 2 * latent)
         self.flow_head = nn.Linear(hidden[-1], steps * per_step)
 
-    def params(self, x: Tensor) -> tuple[Tensor, Tensor, list[tuple[Tensor, ...]]]:
-        """mu, log sigma (B, D) and, per step, the raw flow parameters of each data point."""
+    def local_params(self, x: Tensor) -> dict[str, Tensor]:
+        """The encoder's per-point outputs, the amortized family of this posterior: base
+        (mu, log sigma^2) (B, 2D) and all raw flow parameters (B, steps * per_step)."""
         h = self.features(x)  # (B, H)
-        mu, log_var = self.base_head(h).chunk(2, dim=-1)
-        raw = self.flow_head(h).unflatten(-1, (self.steps, -1))  # (B, T, per_step)
+        return {"base": self.base_head(h), "flow": self.flow_head(h)}
+
+    def _unpack(self, params: dict[str, Tensor]) -> tuple[Tensor, Tensor, list[tuple]]:
+        """mu, log sigma (B, D) and, per step, the raw flow parameters of each data point."""
+        mu, log_var = params["base"].chunk(2, dim=-1)
+        raw = params["flow"].unflatten(-1, (self.steps, -1))  # (B, T, per_step)
         D = self.latent
         steps = []
         for t in range(self.steps):
@@ -152,18 +157,17 @@ class FlowPosterior(Posterior):
                 steps.append((p[:, :D], p[:, D], p[:, D + 1]))  # z0, alpha_raw, beta_raw
         return mu, 0.5 * log_var, steps
 
+    def params(self, x: Tensor) -> tuple[Tensor, Tensor, list[tuple[Tensor, ...]]]:
+        """mu, log sigma (B, D) and, per step, the raw flow parameters of each data point."""
+        return self._unpack(self.local_params(x))
+
     def _step(self, z: Tensor, p: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         return planar_step(z, *p) if self.flow == "planar" else radial_step(z, *p)
 
     def rsample_and_log_prob(self, x, K, stop_param_grad=False):
         if stop_param_grad:
             raise NotImplementedError("the flow posterior supports the standard estimator only")
-        mu, log_sigma, steps = self.params(x)
-        z, log_q = gaussian_rsample(mu, log_sigma, K)  # z_0 (K, B, D), log q_0(z_0|x) (K, B)
-        for p in steps:
-            z, log_det = self._step(z, p)
-            log_q = log_q - log_det  # Eq. 13
-        return z, log_q  # (K, B, D), (K, B)
+        return self.rsample_and_log_prob_local(self.local_params(x), K)
 
     def log_prob(self, z: Tensor, x: Tensor) -> Tensor:
         """log q_T(z|x) at given z (K, B, D): radial flows only, by their closed-form inverse.
@@ -186,6 +190,15 @@ class FlowPosterior(Posterior):
             log_det_sum = log_det_sum + radial_step(z_prev, *p)[1]
             z = z_prev
         return gaussian_log_prob(z, mu, log_sigma) - log_det_sum
+
+    def rsample_and_log_prob_local(self, params: dict[str, Tensor], K: int):
+        """z (K, B, D) and log q_T(z|x) (K, B) from the per-point parameters (Eq. 13)."""
+        mu, log_sigma, steps = self._unpack(params)
+        z, log_q = gaussian_rsample(mu, log_sigma, K)  # z_0 (K, B, D), log q_0(z_0|x) (K, B)
+        for p in steps:
+            z, log_det = self._step(z, p)
+            log_q = log_q - log_det  # Eq. 13
+        return z, log_q
 
 
 class FlowMethod(Method):

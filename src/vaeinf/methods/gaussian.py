@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vaeinf.methods.base import Method, Posterior
+from vaeinf.methods.base import Method, Posterior, gaussian_rsample
 from vaeinf.nets import mlp
 
 
@@ -58,6 +58,14 @@ class GaussianPosterior(Posterior):
     def dim_kl(self, x, n=100):
         q = self.dist(x)
         return kl_divergence(q, Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale)))
+
+    def local_params(self, x: Tensor) -> dict[str, Tensor]:
+        """(mu, log sigma^2), each (B, D): the diagonal Gaussian family."""
+        mu, log_var = self.encoder.net(x).chunk(2, dim=-1)
+        return {"mu": mu, "log_var": log_var}
+
+    def rsample_and_log_prob_local(self, params, K):
+        return gaussian_rsample(params["mu"], 0.5 * params["log_var"], K)
 
 
 class GaussianMethod(Method):

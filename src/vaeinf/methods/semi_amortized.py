@@ -146,6 +146,15 @@ class SemiAmortizedPosterior(Posterior):
         mu, log_var = self.refine(x)
         return 0.5 * (torch.exp(log_var) + mu * mu - 1.0 - log_var)
 
+    def local_params(self, x: Tensor) -> dict[str, Tensor]:
+        """(mu_T, log sigma_T^2), each (B, D), after the refinement: the Gaussian family, so
+        that q* of this family is what the refinement would reach with enough steps."""
+        mu, log_var = self.refine(x)
+        return {"mu": mu, "log_var": log_var}
+
+    def rsample_and_log_prob_local(self, params, K):
+        return gaussian_rsample(params["mu"], 0.5 * params["log_var"], K)
+
 
 class SemiAmortizedMethod(Method):
     """`semi_amortized`: SA-VAE (Kim et al. 2018) with the refined Gaussian trained on L_K by
