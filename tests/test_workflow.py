@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -103,11 +104,14 @@ def job_stats(output: str) -> dict[str, int]:
     return stats
 
 
-def expected(n_runs: int, downloads: int = 0, preview: bool = True) -> dict[str, int]:
+def expected(
+    n_runs: int, downloads: int = 0, preview: bool = True, datasets: int = 1
+) -> dict[str, int]:
     """Jobs of the default target; ``preview``: paper.render is auto (false: no rendering)."""
     stats = {
         "train": n_runs,
         "evaluate": n_runs,
+        "cost": datasets,
         "aggregate": 1,
         "table": len(TABLES),
         "figure": len(FIGURES),
@@ -207,8 +211,8 @@ def test_dry_run_default_config(tmp_path):
     r = snakemake(make_tree(tmp_path), "--dry-run", "--quiet", "rules")
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    assert len(cfg["methods"]) == 6 and cfg["Ks"] == [1, 5, 10, 25, 50]
-    assert job_stats(r.stdout + r.stderr) == expected(30)  # 6 methods x 5 Ks x 1 seed
+    assert len(cfg["methods"]) == 6 and cfg["Ks"] == [1, 5, 50] and len(cfg["seeds"]) == 3
+    assert job_stats(r.stdout + r.stderr) == expected(54)  # 6 methods x 3 Ks x 3 seeds
 
 
 def test_slurm_profile_from_the_root(tmp_path):
@@ -218,7 +222,7 @@ def test_slurm_profile_from_the_root(tmp_path):
     r = snakemake(make_tree(tmp_path), "--profile", "slurm", "--dry-run", "--quiet", "rules")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Using profile slurm" in r.stderr
-    assert job_stats(r.stdout + r.stderr) == expected(30)
+    assert job_stats(r.stdout + r.stderr) == expected(54)
     profile = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["retries"] >= 1
     assert profile["rerun-incomplete"] is True and profile["latency-wait"] >= 30
@@ -230,7 +234,7 @@ def test_dry_run_mnist_config(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     # 2 datasets x 6 methods x 3 Ks x 3 seeds; one download per dataset (no data/ here)
-    assert job_stats(r.stdout + r.stderr) == expected(108, downloads=2)
+    assert job_stats(r.stdout + r.stderr) == expected(108, downloads=2, datasets=2)
     cfg = yaml.safe_load((REPO / "config/mnist.yaml").read_text())
     assert cfg["run"]["model"]["preset"] == "burda1"
     assert cfg["run"]["train"]["schedule"] == "burda"
@@ -377,6 +381,25 @@ def test_end_to_end_tiny_study(tmp_path):
         assert "Rendering the paper (HTML and PDF) needs Quarto" in r.stderr
     for name in ("train.tsv", "evaluate.tsv"):
         assert (tree / "benchmarks/digits/iwae/k5/seed0" / name).exists()
+    runs = [json.loads(p.read_text())["metrics"] for p in tree.glob("results/*/*/k*/seed*/*.json")]
+    assert len(runs) == 4 and len({m["test_set"]["sha256"] for m in runs}) == 1  # one test set
+    assert {m["ais"]["n"] for m in runs} == {min(50, m["test_set"]["n"]) for m in runs}
+    cost = pd.read_csv(tree / "results/cost.csv")
+    assert len(cost) == 4 and (cost["sec_per_epoch"] > 0).all()
+    # A cosmetic edit of one figure's module redraws that figure only (and what reads it).
+    module = Path(FIGURES["nll_vs_k"].__code__.co_filename)
+    stat = module.stat()
+    try:
+        os.utime(module, (stat.st_atime, stat.st_mtime + 3600))
+        r = snakemake(tree, "--dry-run", "--quiet", "rules", *tiny)
+    finally:
+        os.utime(module, (stat.st_atime, stat.st_mtime))
+    assert job_stats(r.stdout + r.stderr) == {
+        "figure": 1,
+        "check_manuscript": 1,
+        "all": 1,
+        "total": 3,
+    }
     provenance = (tree / "paper/_generated/provenance.md").read_text()
     assert "| train | 4 |" in provenance and "| evaluate | 4 |" in provenance
     assert 'id="seed-plot"' in (tree / "paper/_generated/figures/seed_plot.html").read_text()
@@ -427,11 +450,9 @@ def test_end_to_end_tiny_study(tmp_path):
     stats = job_stats(r.stderr)
     assert "train" not in stats and "evaluate" not in stats
     tiny_jobs = expected(4, preview=False)
-    assert stats == {k: v for k, v in tiny_jobs.items() if k not in ("train", "evaluate")} | {
-        "total": tiny_jobs["total"] - 8
-    }
+    rerun = {k: v for k, v in tiny_jobs.items() if k not in ("train", "evaluate", "cost")}
+    assert stats == rerun | {"total": tiny_jobs["total"] - 9}
     assert (tree / "paper/_generated/manuscript-check.txt").exists()
-    import pandas as pd
 
     s = pd.read_csv(summary)
     row = s[(s["method"] == "iwae") & (s["K"] == 5)]

@@ -1,0 +1,36 @@
+"""The cost rule's timing (vaeinf.cost): one worker process per contender, rotating rounds."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from vaeinf import cost
+from vaeinf.study import run_overrides
+
+
+def test_cost_schema_and_growth_with_k(tmp_path):
+    config = {
+        "datasets": ["digits"],
+        "methods": ["vae", "iwae"],
+        "Ks": [1, 256],
+        "seeds": [3],
+        "run": {"model": {"hidden": [16], "latent": 4}, "train": {"device": "cpu"}},
+    }
+    contenders = cost.study_contenders(config, "digits")
+    assert list(contenders) == [("vae", 1), ("vae", 256), ("iwae", 1), ("iwae", 256)]
+    assert contenders[("iwae", 256)] == run_overrides(config, "digits", "iwae", 256, 3)
+    rows = cost.measure(contenders, rounds=4, warmup=1, steps=3)
+    out = tmp_path / "cost.csv"
+    cost.write_cost(rows, out)
+    df = pd.read_csv(out)
+    assert list(df.columns) == cost.COLUMNS and len(df) == 4
+    assert (df["timed_steps"] == 4 * 3).all() and (df["batches_per_epoch"] == 14).all()
+    assert (df["reference"] == "vae K=1").all()
+    ref = df[(df["method"] == "vae") & (df["K"] == 1)].iloc[0]
+    assert ref["ratio"] == 1.0
+    for _, r in df.iterrows():
+        assert r["step_s_q1"] <= r["step_s"] <= r["step_s_q3"]
+        assert abs(r["sec_per_epoch"] / (r["step_s"] * r["batches_per_epoch"]) - 1) < 1e-5
+    for method in ("vae", "iwae"):  # 256 samples per point cost more than one
+        by_k = df[df["method"] == method].set_index("K")["sec_per_epoch"]
+        assert by_k[256] > by_k[1]
