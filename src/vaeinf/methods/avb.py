@@ -34,6 +34,7 @@ honest estimate of an upper bound on -log p(x), never a number that leans on T.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Literal
 
@@ -42,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaeinf.config import ConfigError
-from vaeinf.methods.base import Method, Posterior, check_finite
+from vaeinf.methods.base import DivergedObjective, Method, Posterior, check_finite
 from vaeinf.nets import ACTIVATIONS, mlp
 
 #: Rows (samples x points) per chunk when fitting the evaluation proposal.
@@ -71,11 +72,15 @@ class AVBOptions:
         distributions"): every weight is then at most p(x|z) / alpha, so the estimator has
         finite variance however poorly the Gaussian fits; the price at large K is at most
         -log(1 - alpha) nats (0.05 nats for the default), at small K the prior draws lower L_K.
+    divergence_tolerance: training stops (:meth:`AVB.check_epoch`) when an epoch's T-based
+        objective is above 0 or above the validation L_K of the explicit proposal by more than
+        this fraction of |L_K| (null: only the first test).
     """
 
     noise_dim: int | None = None
     adaptive_contrast: bool = True
-    contrast_samples: int = 8
+    contrast_samples: int | None = None
+    contrast_covariance: Literal["full", "diag"] = "full"
     adversary_hidden: list[int] | None = None
     adversary_lr: float = 1e-3
     adversary_betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
@@ -83,6 +88,7 @@ class AVBOptions:
     proposal_covariance: Literal["full", "diag"] = "full"
     proposal_scales: list[float] = dataclasses.field(default_factory=lambda: [1.2])
     proposal_prior_weight: float = 0.05
+    divergence_tolerance: float | None = 0.2
 
     def __post_init__(self):
         def bad(key, rule):
@@ -93,8 +99,8 @@ class AVBOptions:
 
         if self.noise_dim is not None and self.noise_dim < 1:
             bad("noise_dim", ">= 1 or null")
-        if self.contrast_samples < 2:
-            bad("contrast_samples", ">= 2")
+        if self.contrast_samples is not None and self.contrast_samples < 2:
+            bad("contrast_samples", ">= 2 or null")
         if any(h < 1 for h in self.adversary_hidden or []):
             bad("adversary_hidden", "a list of widths >= 1 or null")
         if not self.adversary_lr > 0:
@@ -107,6 +113,8 @@ class AVBOptions:
             bad("proposal_scales", "a non-empty list of numbers > 0")
         if not 0 <= self.proposal_prior_weight < 1:
             bad("proposal_prior_weight", "in [0, 1)")
+        if self.divergence_tolerance is not None and not self.divergence_tolerance > 0:
+            bad("divergence_tolerance", "> 0 or null")
 
 
 class ImplicitEncoder(nn.Module):
@@ -154,6 +162,15 @@ def log_standard_normal(z: Tensor) -> Tensor:
     return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
 
 
+@functools.cache
+def wishart_log_det_bias(N: int, D: int) -> float:
+    """E[log det S^] - log det S for the sample covariance S^ of N Gaussian draws in D
+    dimensions: sum_{i=1..D} digamma((N - i) / 2) + D log(2 / (N - 1)) (N > D; a diagonal S^
+    has D times the bias of D = 1)."""
+    i = torch.arange(1, D + 1, dtype=torch.float64)
+    return (torch.special.digamma((N - i) / 2) + math.log(2 / (N - 1))).sum().item()
+
+
 class ImplicitPosterior(Posterior):
     """AVB's q(z|x): samples only; :meth:`log_prob` raises, so the mutual information is
     recorded as null. The ``log q`` returned with the samples is the adversary's stand-in (see
@@ -164,32 +181,68 @@ class ImplicitPosterior(Posterior):
     def __init__(self, dim, latent, hidden, activation, options: AVBOptions):
         super().__init__()
         self.adaptive_contrast = options.adaptive_contrast
-        self.contrast_samples = options.contrast_samples
+        self.contrast_samples = options.contrast_samples or 2 * latent
+        self.contrast_covariance = options.contrast_covariance
+        if self.contrast_covariance == "full" and self.contrast_samples <= latent:
+            raise ConfigError(
+                f"config key 'method_options.contrast_samples': {self.contrast_samples} is too "
+                f"few for a full covariance of {latent} latent dimensions; must be > {latent} "
+                "(or null: twice the latent size)"
+            )
         self.encoder = ImplicitEncoder(dim, options.noise_dim or latent, latent, hidden, activation)
         self.adversary = Adversary(dim, latent, options.adversary_hidden or hidden, activation)
 
     def sample(self, x: Tensor, K: int) -> tuple[Tensor, Tensor, Tensor]:
-        """z (K, B, D); u (K, B, D), what T sees of z; and the stand-in for log q(z|x) (K, B).
+        """z (K, B, D); u (N, B, D), what T sees of N >= K draws whose first K are z; and the
+        stand-in for log q(z|x) (K, B).
 
-        Plain AVB: u = z and log q ~ T(x, z) + log p(z), exact at T* = log q - log p
-        (Proposition 1). Adaptive contrast (Mescheder et al. 2017, Sec. 4): r(z|x) = N(m, s^2)
-        with m, s the mean and standard deviations of ``contrast_samples`` further draws of q,
-        independent of the K returned (so r is a proper density of z given those draws; the
-        estimates are differentiable); u = (z - m) / s and log q ~ T(x, u) + log r(z|x), exact
-        at T* = log q(z|x) - log r(z|x), which T learns by telling u from N(0, I) draws. Then
-        log p(x|z) + log p(z) - [T + log r] is their contrastive objective's integrand: -log r
-        rewards the spread of q explicitly and T only corrects for non-Gaussianity, so a
-        narrowing q cannot outrun the adversary.
+        Plain AVB: N = K, u = z and log q ~ T(x, z) + log p(z), exact at T* = log q - log p
+        (Proposition 1). Adaptive contrast (Mescheder et al. 2017, Sec. 4, their Eq. 14-16):
+        KL(q || p) = KL(q || r) + KL(r || p) for the Gaussian r(z|x) = N(m, s^2) with q's mean
+        m and standard deviations s (E_q[log r - log p] = E_r[log r - log p] because both logs
+        are quadratic in z). The second term is closed-form; the first is E_q[T*(x, u)] with
+        u = (z - m) / s and T* = log q~(u|x) - log N(u; 0, I), which T learns by telling u from
+        N(0, I) draws. m and s are estimated (with gradient) from all N = K +
+        ``contrast_samples`` draws, the K returned among them, so every u lies within
+        sqrt(N - 1) of the centre in each coordinate. The stand-in is log p(z) + T(x, u) +
+        KL(r || p): log p(x|z) + log p(z) - [stand-in] averages to their objective, and its
+        expectation over q is log q at T* and exact moments.
         """
         if not self.adaptive_contrast:
             z = self.encoder(x, K)  # (K, B, D)
             return z, z, self.adversary(x, z) + log_standard_normal(z)
-        draws = self.encoder(x, K + self.contrast_samples)  # (K + S, B, D)
-        z, rest = draws[:K], draws[K:]
-        m, s = rest.mean(0), rest.std(0).clamp_min(1e-6)  # (B, D) each
-        u = (z - m) / s  # (K, B, D)
-        log_r = log_standard_normal(u) - torch.log(s).sum(-1)  # log N(z; m, s^2), (K, B)
-        return z, u, self.adversary(x, u) + log_r
+        draws = self.encoder(x, K + self.contrast_samples)  # (N, B, D)
+        m = draws.mean(0)  # (B, D)
+        zc = draws - m  # (N, B, D)
+        D = zc.shape[-1]
+        if self.contrast_covariance == "full":
+            # Sample covariance and its Cholesky factor in float64 (a thin q makes it
+            # ill-conditioned), with a ridge of 1e-6 of its mean variance so that it exists.
+            zd = zc.double()
+            cov = torch.einsum("nbi,nbj->bij", zd, zd) / (len(zc) - 1)  # (B, D, D)
+            ridge = 1e-6 * cov.diagonal(dim1=-2, dim2=-1).mean(-1) + 1e-12  # (B,)
+            cov = cov + ridge[:, None, None] * torch.eye(D, dtype=cov.dtype, device=cov.device)
+            chol = torch.linalg.cholesky(cov)  # (B, D, D)
+            u = torch.linalg.solve_triangular(chol, zd.permute(1, 2, 0), upper=False)  # (B, D, N)
+            u = u.permute(2, 0, 1).to(zc.dtype)  # (N, B, D)
+            trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1)  # (B,)
+            log_det = 2 * torch.log(chol.diagonal(dim1=-2, dim2=-1)).sum(-1)  # (B,)
+        else:
+            var = zc.pow(2).sum(0) / (len(zc) - 1) + 1e-8  # (B, D)
+            u = zc * torch.rsqrt(var)  # (N, B, D)
+            trace, log_det = var.sum(-1), torch.log(var).sum(-1)
+        # KL(r || p) = (tr S + |m|^2 - D - log det S) / 2 with the finite-sample bias of the
+        # estimates removed as for Gaussian draws: E|m^|^2 = |m|^2 + tr S / N, and
+        # E log det S^ = log det S + sum_i digamma((N - i) / 2) + D log(2 / (N - 1)) (Wishart).
+        N = len(zc)
+        if self.contrast_covariance == "full":
+            log_det = log_det - wishart_log_det_bias(N, D)
+        else:
+            log_det = log_det - D * wishart_log_det_bias(N, 1)
+        kl_r = 0.5 * (trace * (1 - 1 / N) + (m * m).sum(-1) - D - log_det)  # (B,)
+        kl_r = kl_r.to(zc.dtype)
+        z = draws[:K]
+        return z, u, self.adversary(x, u[:K]) + log_standard_normal(z) + kl_r
 
     def rsample_and_log_prob(self, x, K, stop_param_grad=False):
         if stop_param_grad:
@@ -259,7 +312,7 @@ class AVB(Method):
         ``train.compile`` does not apply to this two-player step.
         """
         opt_main, opt_adv = optimizers
-        z, u, log_q = self.posterior.sample(x, K)  # (K, B, D), (K, B, D), (K, B)
+        z, u, log_q = self.posterior.sample(x, K)  # (K, B, D), (N, B, D), (K, B)
         log_px = self.decoder.log_prob(x, self.decoder(z))  # (K, B)
         bound = (log_px + log_standard_normal(z) - log_q).mean(0)  # (B,)
         main_loss = -bound.mean()
@@ -276,6 +329,22 @@ class AVB(Method):
         opt_main.step()
         opt_adv.step()
         return bound.detach()
+
+    def check_epoch(self, train_objective: float, val_LK: float) -> None:
+        """Stop when the T-based objective cannot be an ELBO: above 0, where log p(x) <= 0 for
+        binary data; or above the validation L_K of the explicit proposal, a bound, by more
+        than ``divergence_tolerance`` times |L_K| (a healthy run differs by the
+        generalization gap and L_K - ELBO, both of the other sign or small). Either means the
+        encoder is exploiting T."""
+        K, tol = self.cfg.K, self.options.divergence_tolerance
+        numbers = f"T-based training objective {train_objective:.6g} nats, validation L_{K} "
+        numbers += f"{val_LK:.6g} nats (explicit proposal)"
+        if train_objective > 0:
+            raise DivergedObjective(f"{numbers}: the objective is > 0, above any log p(x)")
+        if tol is not None and train_objective > val_LK + tol * abs(val_LK):
+            raise DivergedObjective(
+                f"{numbers}: the objective exceeds L_{K} by more than {tol:g} |L_{K}|"
+            )
 
     # -- evaluation: an explicit proposal ----------------------------------------------------
     @torch.no_grad()

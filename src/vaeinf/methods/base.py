@@ -24,6 +24,11 @@ class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
+class DivergedObjective(NonFiniteLoss):
+    """An epoch's training objective left the range a bound on log p(x) can have (see
+    :meth:`Method.check_epoch`); stops training like a non-finite loss."""
+
+
 @dataclasses.dataclass
 class NoOptions:
     """A method without options of its own."""
@@ -157,6 +162,12 @@ class Method(nn.Module):
         on this method's objective, compiled when ``train.compile`` is set."""
         loss_fn = bounds.compiled_loss() if self.cfg.train.compile else bounds.loss
         return loss_fn(self, x, K, self.objective, estimator)
+
+    def check_epoch(self, train_objective: float, val_LK: float) -> None:
+        """Called by the training loop after every epoch, before its checkpoint, with the
+        epoch's mean training objective and the validation L_K; raises
+        :class:`DivergedObjective` when they show that training has gone wrong. The objectives
+        of the methods with a density are bounds by construction: nothing to check."""
 
     def train_step(self, x: Tensor, K: int, estimator: str, optimizers: list) -> Tensor:
         """One gradient step on the batch x (B, D_x); returns the batch's mean bound (detached).
