@@ -220,10 +220,13 @@ class AVBOptions:
 
     noise_dim: size of the encoder's noise input eps (null: the latent size).
     adaptive_contrast: true (default): T contrasts q(z|x) with the Gaussian r(z|x) of q's mean
-        and standard deviations instead of with p(z) (Mescheder et al. 2017, Sec. 4); false:
-        plain AVB, whose adversary lags a narrowing posterior (see the module docstring).
-    contrast_samples: the draws per point, besides the K, from which r's moments are
-        estimated (with gradient).
+        and covariance instead of with p(z) (Mescheder et al. 2017, Sec. 4); false: plain AVB,
+        whose adversary lags a narrowing posterior (see vaeinf.methods.avb).
+    contrast_samples: the draws per point, besides the K, from which (with the K) r's moments
+        are estimated, with gradient (null: twice the latent size; "full" needs more than the
+        latent size).
+    contrast_covariance: "full" (default) or "diag" (the paper's r, which a rotated, thin q
+        defeats; see vaeinf.methods.avb).
     adversary_hidden: hidden widths of T (null: the model's hidden widths).
     adversary_lr, adversary_betas: Adam for T (the second optimizer; it does not follow the
         learning-rate schedule, which drives the encoder/decoder optimizer).
@@ -236,11 +239,15 @@ class AVBOptions:
         distributions"): every weight is then at most p(x|z) / alpha, so the estimator has
         finite variance however poorly the Gaussian fits; the price at large K is at most
         -log(1 - alpha) nats (0.05 nats for the default), at small K the prior draws lower L_K.
+    divergence_tolerance: training stops (AVB.check_epoch) when an epoch's T-based objective
+        is above 0 or above the validation L_K of the explicit proposal by more than this
+        fraction of |L_K| (null: only the first test).
     """
 
     noise_dim: int | None = field(default=None, metadata=POSITIVE)
     adaptive_contrast: bool = True
-    contrast_samples: int = field(default=8, metadata=limits(ge=2))
+    contrast_samples: int | None = field(default=None, metadata=limits(ge=2))
+    contrast_covariance: Literal["full", "diag"] = "full"
     adversary_hidden: list[int] | None = field(default=None, metadata=limits(ge=1, min_length=1))
     adversary_lr: float = field(default=1e-3, metadata=limits(gt=0))
     adversary_betas: list[float] = field(
@@ -252,6 +259,7 @@ class AVBOptions:
         default_factory=lambda: [1.2], metadata=limits(gt=0, min_length=1)
     )
     proposal_prior_weight: float = field(default=0.05, metadata=limits(ge=0, lt=1))
+    divergence_tolerance: float | None = field(default=0.2, metadata=limits(gt=0))
 
 
 @dataclass
@@ -417,6 +425,18 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(
             "config key 'estimator': 'dreg' needs method_options.objective 'iwae' "
             "(DReG is defined for the importance-weighted bound)"
+        )
+    latent = cfg.model.resolved().latent
+    if (
+        isinstance(options, AVBOptions)
+        and options.contrast_covariance == "full"
+        and options.contrast_samples is not None
+        and options.contrast_samples <= latent
+    ):
+        raise ConfigError(
+            f"config key 'method_options.contrast_samples': {options.contrast_samples} is too "
+            f"few for a full covariance of {latent} latent dimensions; must be > {latent} "
+            "(or null: twice the latent size)"
         )
     ev = cfg.eval
     if ev.gap_points > ev.ais_points:

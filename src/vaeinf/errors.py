@@ -16,6 +16,11 @@ class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
+class DivergedObjective(NonFiniteLoss):
+    """An epoch's training objective left the range a bound on log p(x) can have (see
+    :meth:`vaeinf.methods.base.Method.check_epoch`); stops training like a non-finite loss."""
+
+
 class Preempted(RuntimeError):
     """Training stopped on SIGTERM/SIGINT after writing a checkpoint."""
 

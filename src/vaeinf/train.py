@@ -31,7 +31,7 @@ from tqdm import tqdm
 from vaeinf.bounds import iwae
 from vaeinf.config import RunConfig
 from vaeinf.data import Dataset, load_dataset
-from vaeinf.errors import ConfigError, NonFiniteLoss, Preempted
+from vaeinf.errors import ConfigError, DivergedObjective, NonFiniteLoss, Preempted
 from vaeinf.methods import Method, build_model
 from vaeinf.results import atomic_write_bytes, atomic_write_text
 
@@ -158,7 +158,8 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     """Train the run described by ``cfg`` into ``run_dir``, resuming from its checkpoint.
 
     Returns the path of ``model.pt``. Raises :class:`Preempted` after checkpointing on
-    SIGTERM/SIGINT and :class:`NonFiniteLoss` (naming epoch and batch) on a NaN/inf loss.
+    SIGTERM/SIGINT, :class:`NonFiniteLoss` (naming epoch and batch) on a NaN/inf loss and
+    :class:`DivergedObjective` (naming the epoch) when :meth:`Method.check_epoch` rejects an epoch.
     """
     run_dir = Path(run_dir)
     # Everything that can fail on bad input happens before the run directory is touched.
@@ -171,6 +172,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     ckpt_path = run_dir / CHECKPOINT
     rows: list[dict] = []
     start_epoch, start_batch, rng_state, partial = 0, 0, None, (0.0, 0)
+    saved = None  # (epoch, batch) of the checkpoint on disk
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(ck["model"])
@@ -178,6 +180,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
             o.load_state_dict(s)
         rows, start_epoch, start_batch = ck["rows"], ck["epoch"], ck["batch"]
         rng_state, partial = ck.get("rng"), tuple(ck.get("partial", (0.0, 0)))
+        saved = (start_epoch, start_batch)
         log.info("resuming %s from epoch %d batch %d", run_dir, start_epoch, start_batch)
         _write_log(run_dir, rows)
 
@@ -247,9 +250,21 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                 }
             )
             _write_log(run_dir, rows)
+            try:  # before this epoch's checkpoint, so that the one on disk passed every check
+                model.check_epoch(rows[-1]["train_objective"], val_lk)
+            except DivergedObjective as e:
+                if saved is None:
+                    kept = "no checkpoint had been written"
+                elif saved[1] == 0:
+                    kept = f"the last good checkpoint (after epoch {saved[0]}) is kept"
+                else:  # a resumed mid-epoch checkpoint, inside an epoch not yet checked
+                    kept = f"the checkpoint from epoch {saved[0] + 1} batch {saved[1]} is kept"
+                kept += "" if saved is None else f" in {ckpt_path}"
+                raise DivergedObjective(f"epoch {epoch + 1}: {e}; {kept}") from None
             done = epoch + 1 == len(lrs)
             if done or (epoch + 1) % cfg.train.checkpoint_every == 0:
                 _save_checkpoint(ckpt_path, model, optimizers, state(epoch + 1, 0))
+                saved = (epoch + 1, 0)
             bar.update(1)
             bar.set_postfix(train=f"{rows[-1]['train_objective']:.2f}", val=f"{val_lk:.2f}")
             if not progress and (done or time.monotonic() - last_print > 10 or epoch == 0):

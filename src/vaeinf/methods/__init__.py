@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from vaeinf.errors import NonFiniteLoss
+from vaeinf.errors import DivergedObjective, NonFiniteLoss
 from vaeinf.methods.autoregressive import AutoregressiveMethod
 from vaeinf.methods.avb import AVB
 from vaeinf.methods.base import Method, Posterior
@@ -27,4 +27,4 @@ def build_model(cfg, dim: int, train_mean) -> Method:
     return REGISTRY[cfg.method](cfg, dim, train_mean)
 
 
-__all__ = ["REGISTRY", "Method", "NonFiniteLoss", "Posterior", "build_model"]
+__all__ = ["REGISTRY", "DivergedObjective", "Method", "NonFiniteLoss", "Posterior", "build_model"]

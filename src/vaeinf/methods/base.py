@@ -195,6 +195,12 @@ class Method(nn.Module):
         loss_fn = bounds.compiled_loss() if self.cfg.train.compile else bounds.loss
         return loss_fn(self, x, K, self.objective, estimator)
 
+    def check_epoch(self, train_objective: float, val_LK: float) -> None:
+        """Called by the training loop after every epoch, before its checkpoint, with the
+        epoch's mean training objective and the validation L_K; raises
+        :class:`DivergedObjective` when they show that training has gone wrong. The objectives
+        of the methods with a density are bounds by construction: nothing to check."""
+
     def train_step(self, x: Tensor, K: int, estimator: str, optimizers: list) -> Tensor:
         """One gradient step on the batch x (B, D_x); returns the batch's mean bound (detached).
 
