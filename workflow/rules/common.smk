@@ -155,14 +155,14 @@ def get_paper_inputs(wildcards=None):
 
 def get_final_targets():
     targets = [
-        "results/summary.csv",
-        *expand(f"{GEN}/figures/{{figure}}.pdf", figure=FIGURE_INPUTS),
-        f"{GEN}/manuscript-check.txt",
+        rules.aggregate.output.summary,
+        *expand(rules.figure.output.pdf, figure=FIGURE_INPUTS),
+        rules.check_manuscript.output.report,
     ]
     if render_paper():
-        targets += ["paper/_output/index.html", "paper/_output/index.pdf"]
+        targets += [rules.paper.output.html, rules.paper.output.pdf]
     elif config["paper"]["render"] == "auto":
-        targets += list(PREVIEW.values())  # no Quarto: the preview, rendered without it
+        targets += [rules.preview.output.html, rules.preview.output.pdf]  # without Quarto
     return targets
 
 
@@ -174,13 +174,13 @@ def quarto_note():
     """After a successful run whose paper inputs are built and checked, when Quarto is missing:
     name the preview rendered without it (or how to render one), and say how to get Quarto.
     """
-    check = Path(f"{GEN}/manuscript-check.txt")
+    check = Path(rules.check_manuscript.output.report)
     if quarto_available() or not check.exists():
         return
     inputs = [
-        Path("results/summary.csv"),
-        Path("paper/_variables.yml"),
-        *map(Path, expand(f"{GEN}/figures/{{figure}}.pdf", figure=FIGURE_INPUTS)),
+        Path(rules.aggregate.output.summary),
+        Path(rules.variables.output.variables),
+        *map(Path, expand(rules.figure.output.pdf, figure=FIGURE_INPUTS)),
     ]
     if _newer(inputs, check):
         return  # the check is older than the inputs: this run did not build the paper's inputs

@@ -87,7 +87,7 @@ rule check_manuscript:
 rule paper:
     input:
         unpack(get_paper_inputs),
-        check=f"{GEN}/manuscript-check.txt",
+        check=rules.check_manuscript.output.report,
         qmd="paper/index.qmd",
         quarto="paper/_quarto.yml",
         bib="paper/references.bib",
@@ -110,7 +110,7 @@ rule paper:
 rule preview:
     input:
         unpack(get_paper_inputs),
-        check=f"{GEN}/manuscript-check.txt",
+        check=rules.check_manuscript.output.report,
         qmd="paper/index.qmd",
         quarto="paper/_quarto.yml",
         bib="paper/references.bib",
