@@ -161,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
             format="%(asctime)s %(name)s: %(message)s",
         )
         return args.func(args)
+    except KeyboardInterrupt:  # training turns SIGINT into a checkpoint; anything else stops
+        if debug:
+            raise
+        print("vaeinf: interrupted; files are written whole or not at all", file=sys.stderr)
+        return 130
     except Exception as e:
         status = exit_status(e)
         if status is None or debug:

@@ -448,7 +448,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
                     None,
                     f"key {key!r} is given twice (lines {seen[key] + 1} and "
                     f"{key_node.start_mark.line + 1}); keep one",
-                    key_node.start_mark,
+                    None,
                 )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)

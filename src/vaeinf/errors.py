@@ -82,9 +82,10 @@ OUT_OF_MEMORY = (
 
 def _os_message(error: OSError) -> tuple[int, str]:
     code, todo = OS_ERRORS.get(error.errno, (EXIT_FAILED, "check the path and the disk"))
-    name = error.filename if error.filename is not None else "a file"
-    reason = error.strerror or type(error).__name__
-    return code, f"{name!s}: {reason}; {todo}" if error.filename else f"{reason}; {todo}"
+    reason = error.strerror or str(error) or type(error).__name__
+    if error.filename is None:
+        return code, f"{reason}; {todo}"
+    return code, f"{error.filename}: {reason}; {todo}"
 
 
 def _torch_out_of_memory(error: BaseException) -> bool:
