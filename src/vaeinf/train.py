@@ -150,8 +150,12 @@ def load_torch_file(path: Path, device, todo: str, weights_only: bool = True):
     it and ``todo`` (what to do about it)."""
     try:
         return torch.load(path, map_location=device, weights_only=weights_only)
-    except (MemoryError, torch.OutOfMemoryError):
+    except torch.OutOfMemoryError:
         raise
+    except MemoryError:  # garbage read as a length: our files are far smaller than memory
+        raise DamagedFile(
+            f"'{path}' is damaged (it claims more memory than the machine has); {todo}"
+        ) from None
     except Exception as e:  # truncated, corrupt, or not a torch file at all
         raise DamagedFile(f"'{path}' is damaged ({_first_line(e)}); {todo}") from e
 
@@ -169,8 +173,10 @@ def load_state(model: torch.nn.Module, state, path: Path, todo: str) -> None:
 
 
 def _first_line(e: BaseException) -> str:
+    """The first sentence of an error's message, for a one-line report."""
     text = str(e).strip()
-    return (text.splitlines()[0][:160] if text else "") or type(e).__name__
+    first = text.splitlines()[0].split(". ")[0].rstrip(".") if text else ""
+    return first[:160] or type(e).__name__
 
 
 def save_config(cfg: RunConfig, run_dir: Path) -> None:
@@ -297,6 +303,8 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                 o.load_state_dict(s)
             rows, start_epoch, start_batch = ck["rows"], ck["epoch"], ck["batch"]
             rng_state, partial = ck.get("rng"), tuple(ck.get("partial", (0.0, 0)))
+        except DamagedFile:
+            raise
         except (KeyError, TypeError, ValueError) as e:
             raise DamagedFile(f"'{ckpt_path}' is damaged ({_first_line(e)}); {restart}") from e
     run_dir.mkdir(parents=True, exist_ok=True)
