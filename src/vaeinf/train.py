@@ -292,9 +292,10 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     ckpt_path = run_dir / CHECKPOINT
     rows: list[dict] = []
     start_epoch, start_batch, rng_state, partial = 0, 0, None, (0.0, 0)
+    resumed = ckpt_path.exists()
     if (run_dir / CONFIG).exists():
         save_config(cfg, run_dir)  # only compares: a run of another config is refused first
-    if ckpt_path.exists():
+    if resumed:
         restart = "delete it to restart the training from scratch, or use another --out"
         ck = load_torch_file(ckpt_path, device, restart, weights_only=False)
         try:
@@ -310,7 +311,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir)
     remove_temporaries(run_dir)
-    if start_epoch or start_batch:
+    if resumed:
         log.info("resuming %s from epoch %d batch %d", run_dir, start_epoch, start_batch)
         _write_log(run_dir, rows)
 
