@@ -1,21 +1,23 @@
 """Command line: ``vaeinf train``, ``vaeinf evaluate``, ``vaeinf download``.
 
 Bad input (unknown key, wrong type, out-of-range value, unknown dataset/method/estimator,
-missing data) prints one line ``vaeinf: error: ...`` and exits with status 2, before anything
-is written. Training stopped by SIGTERM/SIGINT exits 143 after checkpointing; a non-finite
-loss exits 1.
+missing or damaged data, a damaged run directory, a path that cannot be written) prints one
+line ``vaeinf: error: ...`` and exits with status 2, before anything is written. Training
+stopped by SIGTERM/SIGINT exits 143 after checkpointing; a non-finite loss, a full disk or too
+little memory exit 1 with one line. ``--debug`` (or ``VAEINF_DEBUG=1``) shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
 import yaml
 
-from vaeinf.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, exit_status
+from vaeinf.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, UsageError, debugging, exit_status
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_PREEMPTED", "build_parser", "main"]
 
@@ -27,20 +29,38 @@ def _parse_set(items: list[str]) -> dict:
     out: dict = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        if not sep or not key or "" in key.split("."):
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set K=5")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or type(e).__name__
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem})") from None
         node = out
         *parents, leaf = key.split(".")
-        for p in parents:
+        for i, p in enumerate(parents):
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                section = ".".join(parents[: i + 1])
+                raise ConfigError(
+                    f"--set {item!r}: an earlier --set gave '{section}' a value, so it has no "
+                    f"key '{key[len(section) + 1 :]}'; set the keys of '{section}' one by one"
+                )
+        if isinstance(node.get(leaf), dict):
+            raise ConfigError(
+                f"--set {item!r}: an earlier --set gave keys of '{key}'; set them one by one, "
+                "not the whole section"
+            )
+        node[leaf] = value
     return out
 
 
 def _train(args) -> int:
     from vaeinf.config import load_config
+    from vaeinf.results import check_writable_dir
     from vaeinf.train import train
 
+    check_writable_dir(args.out, "--out")
     cfg = load_config(args.config, _parse_set(args.set))
     path = train(cfg, args.out, progress=None if not args.no_progress else False)
     print(f"trained: {path}")
@@ -62,20 +82,51 @@ def _evaluate(args) -> int:
 
 def _download(args) -> int:
     from vaeinf.data import download
+    from vaeinf.results import check_writable_dir
 
+    check_writable_dir(args.data_dir, "--data-dir")
     for p in download(args.dataset, args.data_dir):
         print(p)
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is one line ``vaeinf: error: ...`` (status 2) like
+    every other bad input, not the usage text followed by the error."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _memory_mb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of megabytes > 0")
+    return value
+
+
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vaeinf", description=__doc__.splitlines()[0])
+    p = _Parser(prog="vaeinf", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of a failure (also VAEINF_DEBUG=1)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one run (resumes from RUN_DIR/checkpoint.pt)")
-    t.add_argument("--config", type=Path, help="YAML run config (defaults when omitted)")
-    t.add_argument("--out", type=Path, required=True, help="run directory")
+    t.add_argument("--config", type=_path, help="YAML run config (defaults when omitted)")
+    t.add_argument("--out", type=_path, required=True, help="run directory")
     t.add_argument(
         "--set",
         action="append",
@@ -87,28 +138,37 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="evaluate a trained run; writes RUN_DIR/metrics.json")
-    e.add_argument("--run", type=Path, required=True, help="run directory of a finished training")
-    e.add_argument("--memory-mb", type=float, default=None, help="override eval.memory_mb")
+    e.add_argument("--run", type=_path, required=True, help="run directory of a finished training")
+    e.add_argument("--memory-mb", type=_memory_mb, default=None, help="override eval.memory_mb")
     e.set_defaults(func=_evaluate)
 
     d = sub.add_parser("download", help="download a dataset's canonical files (checksummed)")
     d.add_argument("dataset", help="binarized_mnist or mnist")
-    d.add_argument("--data-dir", type=Path, default=Path("data"))
+    d.add_argument("--data-dir", type=_path, default=Path("data"))
     d.set_defaults(func=_download)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s: %(message)s",
-    )
+    """Run one command; an expected failure prints one line and returns its exit status
+    (:data:`vaeinf.errors.EXIT_CODES`), anything else raises."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = debugging() or "--debug" in argv
     try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.WARNING,
+            format="%(asctime)s %(name)s: %(message)s",
+        )
         return args.func(args)
+    except KeyboardInterrupt:  # training turns SIGINT into a checkpoint; anything else stops
+        if debug:
+            raise
+        print("vaeinf: interrupted; files are written whole or not at all", file=sys.stderr)
+        return 130
     except Exception as e:
         status = exit_status(e)
-        if status is None:
+        if status is None or debug:
             raise
         print(status[1], file=sys.stderr)
         return status[0]

@@ -25,7 +25,20 @@ import yaml
 from vaeinf.errors import ConfigError
 from vaeinf.names import DATASETS, METHODS
 
-__all__ = ["ConfigError", "RunConfig", "load_config", "validate", "from_dict"]
+__all__ = ["ConfigError", "RunConfig", "load_config", "read_yaml", "validate", "from_dict"]
+
+#: Seeds are used as they are (``torch.manual_seed``), as 3 * seed + split for the data's fixed
+#: binarizations, and as seed + 1_000_000 for evaluation; below 2**32 every one of them is a seed
+#: torch accepts (it takes 0 .. 2**64 - 1).
+SEED_LIMIT = 2**32
+
+#: Widths of a layer (hidden units, latent size): a width beyond this is a typo, and a layer of
+#: that width would not fit in memory anyway.
+MAX_WIDTH = 2**16
+
+#: Samples per data point in evaluation (eval.ks, eval.nll_k): memory stays within
+#: eval.memory_mb whatever K, but time grows with it.
+MAX_EVAL_SAMPLES = 10**9
 
 
 def limits(**bounds) -> dict:
@@ -47,6 +60,12 @@ def _rule_text(bounds: dict) -> str:
     return " and ".join(parts)
 
 
+def _show(value: Any, width: int = 60) -> str:
+    """repr of a value for a one-line message, shortened when long."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 5] + " ...]"
+
+
 def check_limits(obj: Any, prefix: str = "") -> None:
     """Check every field of dataclass ``obj`` (recursively) against its declared limits."""
     for f in dataclasses.fields(obj):
@@ -61,12 +80,12 @@ def check_limits(obj: Any, prefix: str = "") -> None:
         if isinstance(value, list):
             if "length" in bounds and len(value) != bounds["length"]:
                 raise ConfigError(
-                    f"config key '{key}': {value!r}; must be {bounds['length']} numbers "
+                    f"config key '{key}': {_show(value)}; must be {bounds['length']} numbers "
                     f"{_rule_text(bounds)}"
                 )
             if len(value) < bounds.get("min_length", 0):
                 raise ConfigError(
-                    f"config key '{key}': {value!r}; must list at least "
+                    f"config key '{key}': {_show(value)}; must list at least "
                     f"{bounds['min_length']} value(s)"
                 )
             items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
@@ -81,6 +100,10 @@ def check_limits(obj: Any, prefix: str = "") -> None:
 
 
 POSITIVE = limits(ge=1)
+WIDTH = limits(ge=1, le=MAX_WIDTH)
+WIDTH_LIST = limits(ge=1, le=MAX_WIDTH, min_length=1)
+#: Flow and refinement steps: each is a module (or a pass) of its own; more than this is a typo.
+STEPS = limits(ge=1, le=1000)
 
 
 @dataclass
@@ -89,8 +112,8 @@ class ModelConfig:
     784-200-200-50 with tanh (their Sec. 5); it overrides hidden, latent and activation."""
 
     preset: Literal["burda1"] | None = None
-    hidden: list[int] = field(default_factory=lambda: [64, 64], metadata=limits(ge=1, min_length=1))
-    latent: int = field(default=8, metadata=POSITIVE)
+    hidden: list[int] = field(default_factory=lambda: [64, 64], metadata=WIDTH_LIST)
+    latent: int = field(default=8, metadata=WIDTH)
     activation: Literal["tanh", "relu", "elu", "softplus"] = "tanh"
 
     def resolved(self) -> ModelConfig:
@@ -125,9 +148,9 @@ class EvalConfig:
 
     ks: list[int] = field(
         default_factory=lambda: [1, 5, 10, 50, 100, 500, 1000, 5000],
-        metadata=limits(ge=1, min_length=1),
+        metadata=limits(ge=1, le=MAX_EVAL_SAMPLES, min_length=1),
     )
-    nll_k: int = field(default=5000, metadata=POSITIVE)
+    nll_k: int = field(default=5000, metadata=limits(ge=1, le=MAX_EVAL_SAMPLES))
     memory_mb: int = field(default=512, metadata=POSITIVE)
     max_points: int | None = field(default=None, metadata=POSITIVE)
     active_threshold: float = field(default=0.01, metadata=limits(ge=0))
@@ -161,7 +184,7 @@ class RunConfig:
     data_dir: str = "data"
     method: str = "iwae"
     K: int = field(default=5, metadata=POSITIVE)
-    seed: int = field(default=0, metadata=limits(ge=0, lt=2**63))
+    seed: int = field(default=0, metadata=limits(ge=0, lt=SEED_LIMIT))
     estimator: Literal["standard", "stl", "dreg"] = "standard"
     model: ModelConfig = field(default_factory=ModelConfig)
     method_options: dict = field(default_factory=dict)
@@ -197,7 +220,7 @@ class FlowOptions:
 
     objective: Literal["iwae", "elbo"] = "iwae"
     flow: Literal["planar", "radial"] = "planar"
-    steps: int = field(default=8, metadata=POSITIVE)
+    steps: int = field(default=8, metadata=STEPS)
 
 
 @dataclass
@@ -210,8 +233,8 @@ class AutoregressiveOptions:
     """
 
     objective: Literal["iwae", "elbo"] = "iwae"
-    steps: int = field(default=2, metadata=POSITIVE)
-    made_hidden: list[int] | None = field(default=None, metadata=limits(ge=1, min_length=1))
+    steps: int = field(default=2, metadata=STEPS)
+    made_hidden: list[int] | None = field(default=None, metadata=WIDTH_LIST)
 
 
 @dataclass
@@ -244,11 +267,11 @@ class AVBOptions:
         fraction of |L_K| (null: only the first test).
     """
 
-    noise_dim: int | None = field(default=None, metadata=POSITIVE)
+    noise_dim: int | None = field(default=None, metadata=WIDTH)
     adaptive_contrast: bool = True
     contrast_samples: int | None = field(default=None, metadata=limits(ge=2))
     contrast_covariance: Literal["full", "diag"] = "full"
-    adversary_hidden: list[int] | None = field(default=None, metadata=limits(ge=1, min_length=1))
+    adversary_hidden: list[int] | None = field(default=None, metadata=WIDTH_LIST)
     adversary_lr: float = field(default=1e-3, metadata=limits(gt=0))
     adversary_betas: list[float] = field(
         default_factory=lambda: [0.9, 0.999], metadata=limits(ge=0, lt=1, length=2)
@@ -285,11 +308,11 @@ class SemiAmortizedOptions:
     """
 
     objective: Literal["iwae", "elbo"] = "iwae"
-    steps: int = field(default=20, metadata=limits(ge=0))
+    steps: int = field(default=20, metadata=limits(ge=0, le=1000))
     lr: float = field(default=0.01, metadata=limits(gt=0))
     momentum: float = field(default=0.5, metadata=limits(ge=0, lt=1))
     grad_clip: float | None = field(default=5.0, metadata=limits(gt=0))
-    refine_samples: int = field(default=1, metadata=POSITIVE)
+    refine_samples: int = field(default=1, metadata=limits(ge=1, le=10_000))
     backprop_through_refinement: bool = True
 
 
@@ -322,7 +345,7 @@ def _type_name(tp: Any) -> str:
 
 def _convert(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
-    bad = ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    bad = ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {_show(value)}")
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None:
@@ -384,7 +407,7 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config section {where}: expected a mapping, got {data!r}")
+        raise ConfigError(f"config section {where}: expected a mapping, got {_show(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for k in data:
@@ -447,18 +470,66 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (plain YAML
+    silently keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (lines {seen[key] + 1} and "
+                    f"{key_node.start_mark.line + 1}); keep one",
+                    None,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """The YAML document in ``path``; ConfigError (one line) when it is missing, a directory,
+    unreadable, not text, not YAML or gives a key twice."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} '{path}' is a directory; give the YAML file inside it")
+    if not path.is_file():
+        raise ConfigError(f"{what} '{path}' does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} '{path}' is not a YAML text file (not UTF-8)") from None
+    except OSError as e:
+        raise ConfigError(f"{what} '{path}' cannot be read: {e.strerror}") from None
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None)
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        detail = problem or (str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise ConfigError(f"{what} '{path}' is not valid YAML: {detail}{where}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
     """Read YAML at ``path`` (or only defaults), apply ``overrides`` (a nested dict), validate."""
-    data: dict = {}
+    data: Any = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ConfigError(f"config file '{path}' is not valid YAML: {first}") from None
+        data = read_yaml(path)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"config file '{path}': expected a mapping of config keys at the top level, "
+                f"got a {type(data).__name__}"
+            )
     if overrides:
         data = _merge(data, overrides)
     return validate(from_dict(RunConfig, data))

@@ -94,6 +94,8 @@ class Dataset:
                     f"{self.name}: split '{split}' has shape {tuple(x.shape)}; "
                     f"expected (N, {self.train.shape[-1]})"
                 )
+            if len(x) == 0:
+                raise DataError(f"{self.name}: split '{split}' holds no images")
             # Row-major, so that a slice of rows is a contiguous (B, D) batch. np.unpackbits
             # returns a column-major array; a batch sliced from it made Inductor transpose
             # every 8x8 block of the logits in the fused likelihood kernel (a sixth of the
@@ -260,12 +262,20 @@ def _read_packed_npz(path: Path, dim: int = MNIST_DIM) -> dict[str, np.ndarray]:
             )
         out = {}
         for split in ("train", "valid", "test"):
-            packed = npz[split]  # (N, ceil(dim / 8)) uint8
+            try:
+                packed = npz[split]  # (N, ceil(dim / 8)) uint8
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+                raise DataError(
+                    f"{path}: array '{split}' cannot be read ({err}); the file is damaged: "
+                    "replace it"
+                ) from None
             if packed.ndim != 2 or packed.dtype != np.uint8 or packed.shape[1] * 8 < dim:
                 raise DataError(
                     f"{path}: array '{split}' has shape {packed.shape} and dtype "
                     f"{packed.dtype}; expected uint8 (N, {(dim + 7) // 8}) from np.packbits"
                 )
+            if len(packed) == 0:
+                raise DataError(f"{path}: array '{split}' holds no images; replace the file")
             out[split] = np.unpackbits(packed, axis=1)[:, :dim]  # (N, dim)
     return out
 

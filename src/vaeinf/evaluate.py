@@ -19,40 +19,112 @@ import torch
 from torch import Tensor
 
 from vaeinf import ais, gaps
+from vaeinf.errors import ConfigError, DamagedFile
 from vaeinf.methods import Method
 from vaeinf.methods.base import chunking
-from vaeinf.results import atomic_write_bytes, write_metrics
-from vaeinf.train import TRAIN_LOG, load_trained
+from vaeinf.results import (
+    atomic_write_bytes,
+    check_writable_dir,
+    remove_temporaries,
+    write_metrics,
+)
+from vaeinf.train import CONFIG, TRAIN_LOG, load_trained
 
 SAMPLES = "samples.npz"
 
 
 @torch.no_grad()
 def log_weight_chunks(model: Method, x: Tensor, K: int, memory_mb: float):
-    """Yield (slice, log_w) with log_w of shape (b, K) in float64 for consecutive point chunks.
-
-    The K samples of a chunk of points are drawn in sample chunks and concatenated; only one
-    chunk of points' weights (b * K doubles, at most the budget's rows) is held at a time.
-    """
+    """Yield (slice, chunks) for consecutive chunks of points, where ``chunks`` yields that
+    chunk's K log-weights as float64 tensors (b, s) of consecutive samples, drawn one sample
+    chunk at a time: only one (b, s) chunk, at most the budget's rows, is held at once, so
+    memory does not grow with K. Consume ``chunks`` before advancing to the next points."""
     b, s = chunking(model, len(x), K, memory_mb)
     for start in range(0, len(x), b):
         xb = x[start : start + b]
-        parts = [
+        chunks = (
             model.eval_log_weights(xb, min(s, K - k0)).double().T  # (b, s)
             for k0 in range(0, K, s)
-        ]
-        yield slice(start, start + len(xb)), torch.cat(parts, 1)
+        )
+        yield slice(start, start + len(xb)), chunks
+
+
+class LogMeanExp:
+    """Streaming log((1/n) sum_k exp(a_k)) per point over chunks of a's columns: a running
+    maximum m and sum_k exp(a_k - m) in float64, rescaled whenever m grows, so the result
+    equals logsumexp over all n at once while holding one chunk."""
+
+    def __init__(self, b: int, device=None):
+        self.max = torch.full((b,), -math.inf, dtype=torch.float64, device=device)
+        self.sum = torch.zeros(b, dtype=torch.float64, device=device)
+        self.n = 0
+
+    def add(self, a: Tensor) -> None:
+        """Add the columns of a (b, s)."""
+        if a.shape[1] == 0:
+            return
+        new_max = torch.maximum(self.max, a.max(1).values)  # (b,)
+        # A point whose weights so far are all -inf (or +inf) keeps a shift of 0: no inf - inf.
+        shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+        self.sum = self.sum * torch.exp(self.max - shift) + torch.exp(a - shift[:, None]).sum(1)
+        self.max = new_max
+        self.n += a.shape[1]
+
+    def value(self) -> Tensor:
+        """(b,) log-mean-exp of every column added."""
+        shift = torch.where(torch.isfinite(self.max), self.max, torch.zeros_like(self.max))
+        return shift + torch.log(self.sum) - math.log(self.n)
+
+
+class GroupedLogMeanExp:
+    """The mean over consecutive disjoint groups of K columns of each group's log-mean-exp, fed
+    chunk by chunk: full groups inside a chunk at once (b, G, K), a group split across chunks
+    through a :class:`LogMeanExp`; columns beyond ``groups`` * K are ignored."""
+
+    def __init__(self, b: int, K: int, groups: int, device=None):
+        self.K, self.groups, self.b, self.device = K, groups, b, device
+        self.total = torch.zeros(b, dtype=torch.float64, device=device)
+        self.done = 0
+        self.partial = LogMeanExp(b, device)
+
+    def add(self, a: Tensor) -> None:
+        a = a[:, : (self.groups - self.done) * self.K - self.partial.n]  # only the groups used
+        if self.partial.n:  # finish the group a previous chunk began
+            take = self.K - self.partial.n
+            self.partial.add(a[:, :take])
+            a = a[:, take:]
+            if self.partial.n == self.K:
+                self._finish(self.partial.value())
+                self.partial = LogMeanExp(self.b, self.device)
+        g = a.shape[1] // self.K
+        if g:
+            groups = a[:, : g * self.K].reshape(len(a), g, self.K)  # (b, g, K)
+            self.total += (torch.logsumexp(groups, -1) - math.log(self.K)).sum(-1)
+            self.done += g
+        self.partial.add(a[:, g * self.K :])
+
+    def _finish(self, value: Tensor) -> None:
+        self.total += value
+        self.done += 1
+
+    def value(self) -> Tensor:
+        """(b,) mean over the groups of their log-mean-exp."""
+        return self.total / self.done
 
 
 def log_likelihood(model: Method, x: Tensor, K: int = 5000, memory_mb: float = 512) -> dict:
     """Importance-sampled estimate of log p(x) (Burda et al. 2015, Sec. 5: L_K at K = 5000).
 
-    log p^(x) = logsumexp_k log w_k - log K per point; returns mean, standard error of the mean
-    over points, and the per-point estimates.
+    log p^(x) = logsumexp_k log w_k - log K per point, accumulated over sample chunks
+    (:class:`LogMeanExp`); returns mean, standard error of the mean over points, and the
+    per-point estimates.
     """
     per_point = torch.empty(len(x), dtype=torch.float64)
-    for sl, lw in log_weight_chunks(model, x, K, memory_mb):
-        per_point[sl] = torch.logsumexp(lw, 1) - math.log(K)
+    for sl, chunks in log_weight_chunks(model, x, K, memory_mb):
+        acc = LogMeanExp(sl.stop - sl.start, x.device)
+        for lw in chunks:
+            acc.add(lw)
+        per_point[sl] = acc.value()
     return _summary(per_point) | {"per_point": per_point}
 
 
@@ -61,15 +133,19 @@ def bound_curve(model: Method, x: Tensor, ks: list[int], memory_mb: float = 512)
 
     The K_max samples are split into floor(K_max / K) disjoint groups of K; each group gives an
     unbiased estimate of L_K and their average has lower variance than a single group, at no
-    extra cost. Returns {K: summary dict}.
+    extra cost. The groups are accumulated as the sample chunks arrive
+    (:class:`GroupedLogMeanExp`), so memory does not grow with K_max. Returns {K: summary}.
     """
     k_max = max(ks)
     per_k = {K: torch.empty(len(x), dtype=torch.float64) for K in ks}
-    for sl, lw in log_weight_chunks(model, x, k_max, memory_mb):
-        for K in ks:
-            g = k_max // K
-            groups = lw[:, : g * K].reshape(len(lw), g, K)  # (b, G, K)
-            per_k[K][sl] = (torch.logsumexp(groups, -1) - math.log(K)).mean(-1)
+    for sl, chunks in log_weight_chunks(model, x, k_max, memory_mb):
+        b = sl.stop - sl.start
+        accs = {K: GroupedLogMeanExp(b, K, k_max // K, x.device) for K in ks}
+        for lw in chunks:
+            for acc in accs.values():
+                acc.add(lw)
+        for K, acc in accs.items():
+            per_k[K][sl] = acc.value()
     return {K: _summary(v) for K, v in per_k.items()}
 
 
@@ -153,7 +229,20 @@ def reconstructions(model: Method, x: Tensor, n_images: int, n_prior: int) -> tu
 
 
 def epoch_times(run_dir: Path) -> dict:
-    df = pd.read_csv(run_dir / TRAIN_LOG)
+    """Per-epoch times and the final validation bound from ``train_log.csv``; a missing, empty
+    or damaged log is a DamagedFile (checked before any evaluation)."""
+    path = run_dir / TRAIN_LOG
+    todo = f"rerun `vaeinf train --out {run_dir} --config {run_dir / CONFIG}` to rewrite it"
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise DamagedFile(f"'{path}' is missing; {todo}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DamagedFile(f"'{path}' is damaged ({str(e).strip()[:120]}); {todo}") from None
+    missing = [c for c in ("seconds", "val_LK") if c not in df.columns]
+    if missing or df.empty or not pd.api.types.is_numeric_dtype(df["seconds"]):
+        what = f"lacks column(s) {', '.join(missing)}" if missing else "holds no epochs"
+        raise DamagedFile(f"'{path}' {what}; {todo}")
     return {
         "median_s": float(df["seconds"].median()),
         "mean_s": float(df["seconds"].mean()),
@@ -166,9 +255,15 @@ def evaluate(run_dir: str | Path, memory_mb: float | None = None) -> dict:
     """Evaluate the trained run in ``run_dir``; write ``metrics.json`` and ``samples.npz``."""
     run_dir = Path(run_dir)
     t_start = time.perf_counter()
+    if memory_mb is not None and not (math.isfinite(memory_mb) and memory_mb > 0):
+        raise ConfigError(f"--memory-mb {memory_mb!r}: must be a finite number > 0 (megabytes)")
+    # Everything that can fail without evaluating fails first: the run, its log, the directory.
     cfg, data, model = load_trained(run_dir)
+    times = epoch_times(run_dir)
+    check_writable_dir(run_dir, "run directory")
+    remove_temporaries(run_dir)
     ev = cfg.eval
-    memory_mb = memory_mb or ev.memory_mb
+    memory_mb = memory_mb if memory_mb is not None else ev.memory_mb
     device = next(model.parameters()).device
     torch.manual_seed(cfg.seed + 1_000_000)
     # Fixed random subsets (the same for every run of the dataset), never the first N rows.
@@ -209,7 +304,7 @@ def evaluate(run_dir: str | Path, memory_mb: float | None = None) -> dict:
         "active_units": active_units(means, ev.active_threshold),
         "collapse": coll,
         "reconstruction": recon,
-        "time_per_epoch": epoch_times(run_dir),
+        "time_per_epoch": times,
     }
     metrics.update(model.extra_metrics(x_test))
     t = time.perf_counter()

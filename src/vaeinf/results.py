@@ -19,23 +19,86 @@ METRICS = "metrics.json"
 PACKAGES = ("vaeinf", "torch", "numpy", "pandas", "scikit-learn", "zuko")
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file ``.NAME.*.tmp`` renamed into place.
+
+    The file gets the mode a plain ``open`` would give it (0666 less the umask), not
+    mkstemp's 0600. An OSError names ``path`` (a failed write or fsync alone names no file).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files that a write killed midway (SIGKILL, power loss) left
+    in ``folder``; returns them. Call it when a process takes over a run directory."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file() and not p.is_symlink()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def check_writable_dir(path: str | Path, what: str) -> None:
+    """Raise ConfigError (one line) unless ``path`` is, or can be created as, a directory this
+    process may write to. Writes nothing: the check asks the file system (access(2), which
+    also reports a read-only file system) of the nearest existing ancestor."""
+    from vaeinf.errors import ConfigError
+
+    path = Path(path)
+    if str(path) == "":
+        raise ConfigError(f"{what}: the path is empty; give a directory")
+    for part in path.parts:
+        if len(os.fsencode(part)) > 255:
+            raise ConfigError(
+                f"{what} '{path}': the name '{part[:20]}...' has {len(os.fsencode(part))} "
+                "bytes; at most 255 are allowed per name"
+            )
+    existing = path
+    while not existing.exists():
+        if existing.is_symlink():  # a dangling link
+            raise ConfigError(f"{what} '{path}': '{existing}' is a broken symbolic link")
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"lies below '{existing}', a file"
+        raise ConfigError(f"{what} '{path}' {where}; give a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        reason = "is on a read-only file system" if _read_only(existing) else "is not writable"
+        raise ConfigError(
+            f"{what} '{path}': '{existing}' {reason}; choose a directory you may write to"
+        )
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def package_versions() -> dict[str, str | None]:

@@ -64,8 +64,17 @@ class Run:
 
 
 def load_study(path: str | Path) -> dict:
-    """Read a study config file (no defaults filled in; the workflow's schema does that)."""
-    return yaml.safe_load(Path(path).read_text()) or {}
+    """Read a study config file (no defaults filled in; the workflow's schema does that).
+    A key given twice, or a file that is not a YAML mapping, is a StudyError."""
+    from vaeinf.config import read_yaml
+
+    try:
+        data = read_yaml(path, "study config")
+    except ConfigError as e:
+        raise StudyError(str(e)) from None
+    if data is not None and not isinstance(data, dict):
+        raise StudyError(f"study config '{path}': expected a mapping at the top level")
+    return data or {}
 
 
 def runs(config: dict) -> list[Run]:
@@ -179,15 +188,16 @@ def check_study(config: dict, source: str = "the study config") -> None:
                     f"{source}: key '{where}.{key}' is set by the grid; list the values under "
                     f"'{grid_key[key]}' instead"
                 )
-    # One check per (dataset, method): K and seed do not change what is valid.
-    for dataset, method in itertools.product(config["datasets"], config["methods"]):
-        over = run_overrides(config, dataset, method, config["Ks"][0], config["seeds"][0])
+    # Every run of the grid (cheap: no torch): a seed or K can be out of range on its own.
+    for run in runs(config):
+        over = run_overrides(config, run.dataset, run.method, run.K, run.seed)
         try:
             resolved_run_config(over)
         except ConfigError as e:
             raise StudyError(
-                f"{source}: run config of dataset={dataset} method={method} (from 'run', "
-                f"'dataset_overrides.{dataset}', 'method_overrides.{method}'): {e}"
+                f"{source}: run config of dataset={run.dataset} method={run.method} K={run.K} "
+                f"seed={run.seed} (from 'run', 'dataset_overrides.{run.dataset}', "
+                f"'method_overrides.{run.method}', the grid): {e}"
             ) from None
 
 
@@ -240,7 +250,7 @@ def download(dataset: str, root: str | Path, manifest: str | Path) -> list[Path]
 def snakemake_download(smk) -> None:
     """Entry point of ``workflow/scripts/download.py``."""
     manifest = Path(smk.output.manifest)
-    with open(smk.log[0], "w") as log, contextlib.redirect_stdout(log):
+    with job_log(smk):
         for p in download(smk.wildcards.dataset, manifest.parent, manifest):
             print(p)
 
@@ -251,22 +261,28 @@ def snakemake_download(smk) -> None:
 
 @contextlib.contextmanager
 def job_log(smk):
-    """Send a script job's output, and the traceback of a failure, to its log file."""
+    """Send a script job's output to its log file, and end the job at its error boundary: an
+    expected failure (:data:`vaeinf.errors.EXIT_CODES`) ends the log with its one line and
+    exits with its status; anything else (or ``VAEINF_DEBUG=1``) logs the full traceback."""
     import traceback
 
-    if not smk.log:
-        yield
-        return
-    with (
-        open(smk.log[0], "w") as log,
-        contextlib.redirect_stdout(log),
-        contextlib.redirect_stderr(log),
-    ):
+    from vaeinf.errors import debugging, exit_status
+
+    with contextlib.ExitStack() as stack:
+        if smk.log:
+            log = stack.enter_context(open(smk.log[0], "w"))  # noqa: SIM115
+            stack.enter_context(contextlib.redirect_stdout(log))
+            stack.enter_context(contextlib.redirect_stderr(log))
         try:
             yield
-        except BaseException:
-            traceback.print_exc()
-            raise
+        except Exception as e:
+            status = exit_status(e)
+            if status is None or debugging():
+                traceback.print_exc()
+            if status is None:
+                raise
+            print(status[1], file=sys.stderr, flush=True)
+            raise SystemExit(status[0]) from None
 
 
 def stale_files(run_dir: str | Path, cfg: RunConfig, attempt: int = 1) -> tuple[list[Path], str]:
@@ -283,18 +299,21 @@ def stale_files(run_dir: str | Path, cfg: RunConfig, attempt: int = 1) -> tuple[
 
     Returns (files to delete, reason).
     """
-    from vaeinf.train import CHECKPOINT, CONFIG, learning_rates
+    from vaeinf.train import CHECKPOINT, CONFIG, n_epochs
 
     run_dir = Path(run_dir)
     saved, ckpt = run_dir / CONFIG, run_dir / CHECKPOINT
     if saved.exists():
+        from vaeinf.config import read_yaml
+
         try:
-            old = from_dict(RunConfig, yaml.safe_load(saved.read_text())).to_dict()
-        except (yaml.YAMLError, ConfigError):
-            old = None
+            raw = read_yaml(saved, "the run's config file")
+            old = from_dict(RunConfig, raw).to_dict()
+        except ConfigError:  # damaged or of another version: start afresh
+            raw = old = None
         if old != cfg.to_dict():
             return [p for p in (saved, ckpt) if p.exists()], "the run's config changed"
-        if yaml.safe_load(saved.read_text()) != cfg.to_dict():
+        if raw != cfg.to_dict():
             # Same run, written by a vaeinf with fewer config keys: record it with the defaults
             # filled in, so that training resumes instead of refusing the directory.
             from vaeinf.results import atomic_write_text
@@ -307,7 +326,7 @@ def stale_files(run_dir: str | Path, cfg: RunConfig, attempt: int = 1) -> tuple[
             done = torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"]
         except Exception:  # unreadable: start afresh rather than fail
             return [ckpt], "the checkpoint is unreadable"
-        if done >= len(learning_rates(cfg)):
+        if done >= n_epochs(cfg):
             return [ckpt], "the training is rerun (forced or changed)"
     return [], ""
 
@@ -327,7 +346,7 @@ def train_job(
     """
     import torch
 
-    from vaeinf.errors import exit_status
+    from vaeinf.errors import debugging, exit_status
     from vaeinf.train import train
 
     torch.set_num_threads(max(1, int(threads)))
@@ -349,6 +368,10 @@ def train_job(
             return 0
         except Exception as e:
             status = exit_status(e)
+            if status is None or debugging():
+                import traceback
+
+                traceback.print_exc()
             if status is None:
                 raise
             print(status[1], file=sys.stderr, flush=True)

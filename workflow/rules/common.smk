@@ -26,8 +26,11 @@ os.environ.update(
 # The software of every job: the project's environment (see README; no --use-conda needed).
 CONDA_ENV = "../../environment.yml"
 
-# Stop before any job when the study's run configs are not valid for vaeinf.
+# Stop before any job when the study's run configs are not valid for vaeinf (or a config file
+# gives a key twice, which Snakemake's own reader lets pass, keeping the last).
 try:
+    for configfile_path in workflow.configfiles:
+        study.load_study(configfile_path)
     study.check_study(config, source="config")
 except study.StudyError as e:
     raise WorkflowError(str(e)) from None
