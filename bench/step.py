@@ -420,7 +420,8 @@ def bench_bernoulli(args, data, K: int) -> dict:
 def nll_child(spec: dict) -> list[dict]:
     """Runs in a fresh interpreter: time log_likelihood and measure its peak RSS, for each
     (K, points) of ``spec["runs"]`` in turn, the peak reset to the current RSS before each."""
-    from vaeinf.evaluate import chunking, log_likelihood
+    from vaeinf.evaluate import log_likelihood
+    from vaeinf.methods.base import chunking
 
     set_threads(spec["threads"])
     args = argparse.Namespace(**spec["args"])

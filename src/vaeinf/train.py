@@ -34,6 +34,7 @@ from vaeinf.config import RunConfig, read_yaml
 from vaeinf.data import Dataset, load_dataset
 from vaeinf.errors import ConfigError, DamagedFile, DivergedObjective, NonFiniteLoss, Preempted
 from vaeinf.methods import Method, build_model
+from vaeinf.methods.base import bytes_per_row
 from vaeinf.results import (
     atomic_write_bytes,
     atomic_write_text,
@@ -115,8 +116,6 @@ def check_memory(cfg: RunConfig, model: Method, data: Dataset, device: torch.dev
     points, activations kept for the backward pass: about 3 times the forward), a validation
     batch (K samples of up to 500 points), and evaluation's posterior moments and prior samples.
     Evaluation's importance sampling is chunked to eval.memory_mb and needs no check."""
-    from vaeinf.evaluate import bytes_per_row
-
     row = bytes_per_row(model)
     have = machine_memory(device)
     ev = cfg.eval
