@@ -179,10 +179,13 @@ def test_variables_carry_claims_and_their_basis():
     yaml.safe_dump(v)  # plain Python types only
     claim, basis = v["claim"], v["basis"]
     assert claim["likelihood"]["k_effect"].startswith("improves for iwae (by 0.40 ± ")
-    assert "does not change beyond seed-to-seed spread for vae" in claim["likelihood"]["k_effect"]
-    assert claim["gaps"]["amort_best_kmax"].startswith("iwae has the lowest amortization gap")
+    # vae's runs are the same at both K here: no spread to speak of, the same value.
+    assert claim["likelihood"]["k_effect"].endswith(
+        ", and does not change at all (the same value in every seed) for vae, paired over 3 seeds"
+    )
+    assert claim["gaps"]["amort_best_kmax"].startswith("iwae has the lowest amortization gap (")
     assert claim["ais"]["is_vs_ais"].startswith(
-        "lies below the AIS estimate for vae (by 0.298 ± 0.002 nats) and iwae"
+        "is looser than AIS for vae (by 0.298 ± 0.002 nats) and iwae"
     )
     assert claim["ais"]["bdmc"].startswith("at most 0.030 nats")
     assert v["result"]["time_ratio"] == "5.0"  # from the cost table

@@ -78,12 +78,13 @@ class Estimate:
         return self.n > 1 and abs(self.mean) > t_quantile(self.n) * self.se
 
     def decimals(self, digits: int = 2) -> int:
-        """``digits``, or up to 3 when the standard error is below 10^-digits (so a small s.e.
+        """``digits``, or up to 4 when the standard error is below 10^-digits (so a small s.e.
         keeps a nonzero digit)."""
-        se = self.se
-        if not np.isfinite(se) or se <= 0:
+        # One seed: no s.e., so the size of the value itself sets the digits.
+        scale = self.se if self.n > 1 else abs(self.mean)
+        if not np.isfinite(scale) or scale <= 0:
             return digits
-        return int(min(3, max(digits, -math.floor(math.log10(se)))))
+        return int(min(4, max(digits, -math.floor(math.log10(scale)))))
 
     def pm(self, unit: str, digits: int = 2, signed: bool = True, absolute: bool = False) -> str:
         """``+0.51 ± 0.05 nats`` (one seed: ``+0.51 nats``)."""
@@ -166,6 +167,7 @@ class Words:
     up: str = "grows"
     down: str = "shrinks"
     null: str = "does not change beyond seed-to-seed spread"
+    same: str = "does not change at all (the same value in every seed)"
     unit: str = "nats"
     digits: int = 2
 
@@ -184,7 +186,7 @@ def change(est: Estimate, subject: str, words: Words = Words()) -> Claim:
             "with one seed"
         )
     elif est.identical:
-        text = f"{subject} does not change (identical in each of the {est.n} seeds)"
+        text = f"{subject} {w.same}"
     elif est.resolved:
         verb = w.up if est.mean > 0 else w.down
         text = f"{subject} {verb} by {est.pm(w.unit, w.digits, absolute=True)} ({est.note()})"
@@ -205,11 +207,20 @@ def grouped(ests: dict[str, Estimate], words: Words = Words()) -> Claim:
         return Claim("cannot be compared: no seed was run under both conditions", basis)
     n = min(e.n for e in ests.values())
     if max(e.n for e in ests.values()) == 1:
-        values = _join(f"{k} {e.pm(w.unit, w.digits)}" for k, e in ests.items())
-        return Claim(f"changes by {values}, which cannot be told from noise with one seed", basis)
+        moved = {k: e for k, e in ests.items() if not e.identical}
+        parts = []
+        if moved:
+            values = _join(f"{k} {e.pm(w.unit, w.digits)}" for k, e in moved.items())
+            verb = "changes" if all(e.paired for e in moved.values()) else "differs"
+            parts.append(f"{verb} by {values}, which cannot be told from noise with one seed")
+        same = [k for k, e in ests.items() if e.identical]
+        if same:
+            parts.append(f"{w.same} for {_join(same)}")
+        return Claim(", and ".join(parts), basis)
     up = {k: e for k, e in ests.items() if e.resolved and e.mean > 0}
     down = {k: e for k, e in ests.items() if e.resolved and e.mean < 0}
-    null = {k: e for k, e in ests.items() if not e.resolved}
+    same = {k: e for k, e in ests.items() if e.identical}
+    null = {k: e for k, e in ests.items() if not e.resolved and not e.identical}
     parts = []
     for verb, group in ((w.down, down), (w.up, up)):
         if group:
@@ -220,6 +231,8 @@ def grouped(ests: dict[str, Estimate], words: Words = Words()) -> Claim:
     if null:
         members = _join(f"{k} ({e.pm(w.unit, w.digits)})" for k, e in null.items())
         parts.append(f"{w.null} for {members}")
+    if same:
+        parts.append(f"{w.same} for {_join(same)}")
     kind = "paired over" if all(e.paired for e in ests.values()) else "mean ± s.e. over"
     text = ", and ".join(parts) if len(parts) < 3 else "; ".join(parts[:-1]) + "; and " + parts[-1]
     return Claim(f"{text}, {kind} {n} seed{'s' if n != 1 else ''}", basis)
@@ -260,7 +273,7 @@ def ranking(
     if est.identical:
         text = (
             f"{name(best)} and {name(runner)} share the {sup} {what} ({value}; identical in "
-            f"each of the {est.n} seeds)"
+            f"{'the one seed' if est.n == 1 else f'each of the {est.n} seeds'})"
         )
     elif est.n <= 1:
         margin = f"{abs(means[runner] - means[best]):.{digits}f}"
@@ -362,16 +375,12 @@ def cost_trend(cost: pd.DataFrame, methods: list[str]) -> Claim:
         slopes = [v["slope"] for v in growing.values()]
         shapes = {m: shape(v["slope"]) for m, v in growing.items()}
         who = "every method" if not other else _join(growing)
-        spread = (
-            f"×{factors[0]:.1f}"
-            if len(factors) == 1
-            else f"×{np.median(factors):.1f} (median over methods; "
-            f"×{min(factors):.1f}–×{max(factors):.1f})"
-        )
+        lo, hi = f"×{min(factors):.1f}", f"×{max(factors):.1f}"
+        spread = lo if lo == hi else f"×{np.median(factors):.1f} (median over methods; {lo}–{hi})"
         if len(set(shapes.values())) == 1:
             form = next(iter(shapes.values()))
-            sl = f"{slopes[0]:.2f}" if len(slopes) == 1 else f"{min(slopes):.2f}–{max(slopes):.2f}"
-            form = f"{form} (elasticity {sl})"
+            lo, hi = f"{min(slopes):.2f}", f"{max(slopes):.2f}"
+            form = f"{form} (elasticity {lo if lo == hi else lo + '–' + hi})"
         else:
             form = "; ".join(
                 f"{s} for {_join(m for m in shapes if shapes[m] == s)}"
@@ -416,5 +425,5 @@ def rule_text(n_seeds: int) -> str:
         "and reported as the mean ± standard error of the paired differences; a difference is "
         f"called resolved when a two-sided paired t-test rejects no difference at the "
         f"{100 * ALPHA:g} % level, i.e. when |mean| exceeds {t_quantile(n_seeds):.2f} standard "
-        f"errors with {n_seeds} seeds"
+        f"errors with {n_seeds} seeds, and is otherwise said to be within seed-to-seed spread"
     )

@@ -364,7 +364,13 @@ def unbacked_sentences(qmd: str) -> list[str]:
     sections = [b for b in body if b.startswith(("Results", "Discussion"))]
     out = []
     for section in sections:
-        text = re.sub(r"\s+", " ", re.sub(r"^(!\[|:|\{\{< include).*$", "", section, flags=re.M))
+        # Prose paragraphs only: no captions, figures, includes, divs or tables.
+        paragraphs = [
+            p
+            for p in re.split(r"\n\s*\n", section)
+            if not p.lstrip().startswith((":", "![", "{{<", "|", "`", "#", "Results", "Discussion"))
+        ]
+        text = re.sub(r"\s+", " ", " ".join(paragraphs))
         for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z@])", text):
             if DIRECTION_RE.search(sentence) and "var claim." not in sentence:
                 out.append(sentence.strip()[:200])
