@@ -221,3 +221,16 @@ def test_manuscript_check_lists_claims_and_fails_on_a_missing_one(tmp_path):
     root = paper(tmp_path / "nobasis", "The NLL {{< var claim.x.k >}}.", no_basis)
     with pytest.raises(ManuscriptError, match="has no 'basis.x.k'"):
         check(root)
+
+
+def test_claims_the_text_uses_exist_when_ais_was_not_evaluated():
+    summary = summary_with_gaps().drop(
+        columns=[c for c in summary_with_gaps().columns if c.startswith(("ais.", "gaps."))]
+    )
+    cfg = {"datasets": ["digits"], "methods": ["vae", "iwae"], "Ks": [1, 5], "seeds": [0, 1, 2],
+           "run": {}}  # fmt: skip
+    v = paper_variables(summary, cfg, None)
+    for key in ("is_vs_ais", "bdmc"):
+        assert v["claim"]["ais"][key].startswith("n/a")
+    assert set(v["claim"]["gaps"]) == {"amort_best_kmin", "amort_best_kmax", "approx_k", "amort_k"}
+    assert v["claim"]["cost"]["trend"].startswith("n/a") and v["result"]["time_ratio"] == "n/a"
