@@ -352,7 +352,7 @@ def shape(slope: float) -> str:
 
 
 def cost_trend(cost: pd.DataFrame, methods: list[str]) -> Claim:
-    """``"grows with K for every method, ×9.9 (median over methods; ×9.1–×10.2) from K = 1 to
+    """``"grows with K for every method, ×9.9 (median; ×9.1–×10.2) from K = 1 to
     K = 50 (50 times the samples): less than in proportion to K (elasticity 0.52–0.61)"``;
     methods whose growth is not resolved are named apart. The caller puts the subject ("the
     time per epoch") in front."""
@@ -376,7 +376,7 @@ def cost_trend(cost: pd.DataFrame, methods: list[str]) -> Claim:
         shapes = {m: shape(v["slope"]) for m, v in growing.items()}
         who = "every method" if not other else _join(growing)
         lo, hi = f"×{min(factors):.1f}", f"×{max(factors):.1f}"
-        spread = lo if lo == hi else f"×{np.median(factors):.1f} (median over methods; {lo}–{hi})"
+        spread = lo if lo == hi else f"×{np.median(factors):.1f} (median; {lo}–{hi})"
         if len(set(shapes.values())) == 1:
             form = next(iter(shapes.values()))
             lo, hi = f"{min(slopes):.2f}", f"{max(slopes):.2f}"
