@@ -343,10 +343,32 @@ def test_tables_and_variables_from_a_summary():
     assert table.splitlines()[2].startswith("| iwae | 29.89 ± 0.01 | 29.49 ± 0.01 |")
     cfg = {"datasets": ["digits"], "methods": ["vae", "iwae", "flow"], "Ks": [1, 5],
            "seeds": [0, 1], "run": {}}  # fmt: skip
-    v = paper_variables(summary, cfg)
+    # The cost rule's table: time per epoch in proportion to K, tight quartiles.
+    cost = pd.DataFrame(
+        [
+            {
+                "dataset": "digits",
+                "method": m,
+                "K": k,
+                "batches_per_epoch": 10,
+                "step_s": 0.01 * k,
+                "step_s_q1": 0.0099 * k,
+                "step_s_q3": 0.0101 * k,
+                "sec_per_epoch": 0.1 * k,
+            }  # fmt: skip
+            for m in ("vae", "iwae")
+            for k in (1, 5)
+        ]
+    )
+    v = paper_variables(summary, cfg, cost)
     assert v["study"]["spread"] == "mean ± s.d. over 2 seeds"
     assert v["result"]["iwae_gain"] == "0.40" and v["result"]["time_ratio"] == "5.0"
     assert v["study"]["n_runs"] == 12  # from the config, not the rows present
+    # Claims: K's effect on the NLL, paired over the 2 seeds (the same -0.40 in both, so
+    # resolved), and the cost trend from the cost table, in proportion to K.
+    assert v["claim"]["likelihood"]["k_effect"].startswith("improves for vae (by 0.40 ± 0.00 nats)")
+    assert "about in proportion to K (elasticity 1.00)" in v["claim"]["cost"]["trend"]
+    assert "over seeds [0, 1]" in v["basis"]["likelihood"]["k_effect"]
     yaml.safe_dump(v)  # plain Python types only
 
 

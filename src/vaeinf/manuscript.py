@@ -7,8 +7,12 @@ describes exactly the grid and hyperparameters that were run.
 resolves every ``{{< include >}}`` and ``{{< var >}}`` shortcode the way Quarto does, parses the
 result with pandoc (from ``pypandoc-binary``), and fails on a missing include or figure file, an
 undefined variable, an unknown shortcode, a ``@fig-``/``@tbl-``/``@eq-``/``@sec-`` reference
-without a label, a label that is never referenced, or a citation missing from the bibliography.
-``python -m vaeinf.manuscript check paper`` runs it from the command line.
+without a label, a label that is never referenced, a citation missing from the bibliography, or a
+``claim.*`` variable (a phrase chosen by the runs, :mod:`vaeinf.claims`) that the text uses but
+the variables lack, or that has no ``basis.*`` (the numbers behind it). Its report lists every
+claim the text uses with its basis, and the Results and Discussion sentences that state a
+direction without a claim variable, for review. ``python -m vaeinf.manuscript check paper`` runs
+it from the command line.
 """
 
 from __future__ import annotations
@@ -303,6 +307,7 @@ def check(paper_dir: str | Path, document: str | None = None) -> dict:
             continue
         if not (root / img).is_file():
             problems.append(f"figure file '{img}' does not exist")
+    claims = claims_used(root, used_vars, problems)
     if problems:
         raise ManuscriptError(
             f"manuscript check of {doc} failed ({len(problems)} problem(s)):\n  - "
@@ -315,15 +320,80 @@ def check(paper_dir: str | Path, document: str | None = None) -> dict:
         "citations": sorted(set(cites)),
         "figures": sorted(set(found["images"])),
         "variables_used": used_vars,
+        "claims": claims,
+        "unbacked": unbacked_sentences(doc.read_text()),
     }
+
+
+def claims_used(root: Path, used: list[str], problems: list[str]) -> dict[str, dict]:
+    """{claim key: {"text", "basis"}} of every ``claim.*`` variable the text uses, the phrase
+    and the numbers behind it (``basis.*``, see :mod:`vaeinf.claims`); a used claim that is
+    missing, or has no basis, is a problem."""
+    path = root / "_variables.yml"
+    variables = flatten_variables(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    out = {}
+    for key in used:
+        if not key.startswith("claim."):
+            continue
+        basis_key = "basis." + key.removeprefix("claim.")
+        if key not in variables:
+            problems.append(
+                f"claim '{key}' is used by the text but missing from _variables.yml (the claims "
+                "are computed by vaeinf.claims from the runs)"
+            )
+            continue
+        if key != "claim.rule" and basis_key not in variables:
+            problems.append(f"claim '{key}' has no '{basis_key}' (the numbers behind it)")
+        out[key] = {"text": str(variables[key]), "basis": str(variables.get(basis_key, ""))}
+    return out
+
+
+#: Words that state a direction or a comparison; a Results or Discussion sentence with one of
+#: them and no claim variable is listed for review in the check's report.
+DIRECTION_RE = re.compile(
+    r"\b(improv\w*|grow\w*|shrink\w*|smaller|larger|best|better|worse|linear\w*|"
+    r"increas\w*|decreas\w*|tighten\w*|loose\w*)\b",
+    re.IGNORECASE,
+)
+
+
+def unbacked_sentences(qmd: str) -> list[str]:
+    """Sentences of the Results and Discussion sections (raw text) with a direction word and
+    no ``claim.*`` variable: methodological prose, or a claim the runs do not back."""
+    body = re.split(r"^# ", qmd, flags=re.MULTILINE)
+    sections = [b for b in body if b.startswith(("Results", "Discussion"))]
+    out = []
+    for section in sections:
+        # Prose paragraphs only: no captions, figures, includes, divs or tables.
+        paragraphs = [
+            p
+            for p in re.split(r"\n\s*\n", section)
+            if not p.lstrip().startswith((":", "![", "{{<", "|", "`", "#", "Results", "Discussion"))
+        ]
+        text = re.sub(r"\s+", " ", " ".join(paragraphs))
+        for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z@])", text):
+            if DIRECTION_RE.search(sentence) and "var claim." not in sentence:
+                out.append(sentence.strip()[:200])
+    return out
 
 
 def write_check(paper_dir: str | Path, out: str | Path) -> dict:
     """Run :func:`check` and write its summary as the check rule's output."""
     summary = check(paper_dir)
     lines = ["manuscript check: OK"] + [
-        f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in summary.items()
+        f"{k}: {', '.join(v) if isinstance(v, list) else v}"
+        for k, v in summary.items()
+        if k not in ("claims", "unbacked")
     ]
+    lines += ["", f"claims ({len(summary['claims'])}), each with the numbers behind it:"]
+    for key, c in summary["claims"].items():
+        lines += [f"- {key}: {c['text']}", f"    basis: {c['basis']}"]
+    lines += [
+        "",
+        "Results/Discussion sentences with a direction word and no claim variable (review: "
+        f"methodological prose only) ({len(summary['unbacked'])}):",
+    ]
+    lines += [f"- {s}" for s in summary["unbacked"]]
     atomic_write_text(out, "\n".join(lines) + "\n")
     return summary
 
@@ -342,8 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"manuscript check: OK ({len(summary['cross_references'])} cross-references, "
         f"{len(summary['figures'])} figures, {len(summary['citations'])} citations, "
-        f"{len(summary['variables_used'])} variables)"
+        f"{len(summary['variables_used'])} variables, {len(summary['claims'])} claims)"
     )
+    for key, c in summary["claims"].items():
+        print(f"- {key}: {c['text']}\n    basis: {c['basis']}")
     return 0
 
 

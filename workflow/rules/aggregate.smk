@@ -64,7 +64,8 @@ rule figure:
 rule variables:
     input:
         summary=rules.aggregate.output.summary,
-        code=library("aggregate"),
+        cost=rules.aggregate.output.cost,
+        code=library("aggregate", "claims"),
     output:
         variables="paper/_variables.yml",
     log:

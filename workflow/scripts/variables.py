@@ -1,8 +1,9 @@
-"""Snakemake job: the numbers the paper quotes, paper/_variables.yml (vaeinf.aggregate)."""
+"""Snakemake job: the numbers and claims the paper quotes, paper/_variables.yml
+(vaeinf.aggregate, vaeinf.claims)."""
 
 from vaeinf.aggregate import write_variables
 from vaeinf.study import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):
-    write_variables(smk.input.summary, dict(smk.params.study), smk.output.variables)
+    write_variables(smk.input.summary, dict(smk.params.study), smk.output.variables, smk.input.cost)

@@ -18,6 +18,7 @@ import pandas as pd
 from vaeinf.figures import (
     active_units_vs_k,
     bound_gap,
+    gaps,
     kl_per_dim,
     nll_vs_k,
     prior_samples,
@@ -32,6 +33,7 @@ _MODULES = (
     active_units_vs_k,
     kl_per_dim,
     bound_gap,
+    gaps,
     reconstructions,
     prior_samples,
 )

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from vaeinf.results import atomic_write_text
-from vaeinf.tables import active_units, collapse, nll, time
+from vaeinf.tables import active_units, collapse, gaps, nll, time
 
-_MODULES = (nll, active_units, collapse, time)
+_MODULES = (nll, gaps, active_units, collapse, time)
 
 #: table name -> function of (the tables it reads..., method order) returning Markdown
 TABLES: dict[str, Callable[..., str]] = {m.__name__.rsplit(".", 1)[-1]: m.make for m in _MODULES}

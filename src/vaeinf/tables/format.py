@@ -53,3 +53,24 @@ def pivot_table(
         rows.append(([dataset] if multi else []) + [method] + cells)
     align = ["l"] * (2 if multi else 1) + ["r"] * len(ks)
     return markdown_table(header, rows, align)
+
+
+def long_table(
+    summary: pd.DataFrame,
+    columns: list[tuple[str, str, int]],
+    methods: list[str] | None = None,
+    sign: dict[str, float] | None = None,
+) -> str:
+    """Rows dataset x method x K, one column per (header, summary column, digits), cells mean
+    ± s.d. over seeds; ``sign`` flips a column (e.g. log-likelihood -> NLL); a column the
+    summary lacks reads as an em dash."""
+    df = order(summary, methods)
+    multi = df["dataset"].nunique() > 1
+    header = (["Dataset"] if multi else []) + ["Method", "K"] + [h for h, _, _ in columns]
+    sign = sign or {}
+    rows = []
+    for (dataset, method, K), g in df.groupby(["dataset", "method", "K"], sort=False):
+        cells = [mean_sd(sign.get(c, 1.0) * g[c], d) if c in g else "—" for _, c, d in columns]
+        rows.append(([dataset] if multi else []) + [method, str(K)] + cells)
+    align = ["l"] * (2 if multi else 1) + ["r"] * (1 + len(columns))
+    return markdown_table(header, rows, align)

@@ -1,0 +1,236 @@
+"""The phrases the paper's findings take (vaeinf.claims): paired differences over seeds, the
+decision rule, rankings with their margin, the cost trend; the claim variables and their check.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from vaeinf import claims
+from vaeinf.aggregate import paper_variables
+from vaeinf.manuscript import ManuscriptError, check, write_check
+
+
+def runs(nll, methods=("vae", "iwae"), ks=(1, 5), seeds=(0, 1, 2), **extra) -> pd.DataFrame:
+    """A summary with nll = nll(method, K, seed) and any other column the same way."""
+    rows = []
+    for m in methods:
+        for k in ks:
+            for s in seeds:
+                row = {"dataset": "digits", "method": m, "K": k, "seed": s, "nll": nll(m, k, s)}
+                rows.append(row | {c: f(m, k, s) for c, f in extra.items()})
+    return pd.DataFrame(rows)
+
+
+def test_paired_difference_matches_the_paired_t_test():
+    noise = {0: 0.03, 1: -0.02, 2: -0.01}
+    df = runs(lambda m, k, s: 30.0 - 0.5 * (k > 1) + noise[s] * (k > 1))
+    est = claims.paired(df, "nll", {"method": "iwae", "K": 1}, {"method": "iwae", "K": 5})
+    d = np.array([-0.5 + noise[s] for s in (0, 1, 2)])
+    assert est.seeds == (0, 1, 2) and est.n == 3
+    assert est.mean == pytest.approx(d.mean())
+    assert est.se == pytest.approx(d.std(ddof=1) / math.sqrt(3))
+    # The rule is the two-sided paired t-test at 5 %: resolved iff its p-value is below 0.05.
+    p = stats.ttest_1samp(d, 0.0).pvalue
+    assert est.resolved == (p < claims.ALPHA) and est.resolved
+    text = claims.change(est, "the test NLL of iwae", claims.NLL).text
+    assert text == f"the test NLL of iwae improves by 0.50 ± {est.se:.2f} nats (3 seeds, paired)"
+
+
+def test_a_difference_within_the_spread_is_not_given_a_direction():
+    noise = {0: 0.3, 1: -0.25, 2: 0.1}
+    df = runs(lambda m, k, s: 30.0 - 0.05 * (k > 1) + noise[s] * (k > 1))
+    est = claims.paired(df, "nll", {"method": "vae", "K": 1}, {"method": "vae", "K": 5})
+    assert stats.ttest_1samp(est.values, 0.0).pvalue > claims.ALPHA and not est.resolved
+    text = claims.change(est, "the test NLL of vae", claims.NLL).text
+    assert text.startswith("the test NLL of vae does not change beyond seed-to-seed spread (")
+    assert "improves" not in text and "3 seeds, paired" in text
+
+
+def test_one_seed_cannot_be_told_from_noise():
+    df = runs(lambda m, k, s: 30.0 - 2.0 * (k > 1), seeds=(0,))
+    est = claims.paired(df, "nll", {"method": "vae", "K": 1}, {"method": "vae", "K": 5})
+    assert est.n == 1 and not est.resolved
+    text = claims.change(est, "the test NLL of vae", claims.NLL).text
+    assert (
+        text
+        == "the change of the test NLL of vae (−2.00 nats) cannot be told from noise with one seed"
+    )
+
+
+def test_grouped_changes_name_each_method_under_its_verdict():
+    noise = {0: 0.02, 1: -0.01, 2: 0.0}
+
+    def nll(m, k, s):
+        return (
+            30.0
+            + noise[s] * (k > 1)
+            - (1.0 if m == "iwae" else 0.0) * (k > 1)
+            + (0.3 * (k > 1) * (s - 1) if m == "vae" else 0.0)
+        )
+
+    df = runs(nll)
+    ests = {
+        m: claims.paired(df, "nll", {"method": m, "K": 1}, {"method": m, "K": 5})
+        for m in ("vae", "iwae")
+    }
+    text = claims.grouped(ests, claims.NLL).text
+    assert text.startswith("improves for iwae (by 0.997 ± 0.009 nats)")
+    assert ", and does not change beyond seed-to-seed spread for vae (" in text
+    assert text.endswith("paired over 3 seeds")
+
+
+@pytest.mark.parametrize(
+    ("gap", "expected"),
+    [
+        (
+            0.5,
+            "has the lowest test NLL at K = 5 (29.50 nats), 0.50 ± 0.01 nats below the runner-up",
+        ),
+        (0.01, "has the lowest mean test NLL at K = 5 (29.99 nats), but its margin over vae"),
+    ],
+)
+def test_ranking_names_the_best_and_whether_its_margin_is_resolved(gap, expected):
+    noise = {0: 0.01, 1: -0.02, 2: 0.01}
+    df = runs(
+        lambda m, k, s: 30.0 - (gap if m == "iwae" else 0.0) + (noise[s] if m == "vae" else 0)
+    )
+    values = claims.long_values(df, "nll", "method", {"K": 5})
+    text = claims.ranking(values, "test NLL at K = 5").text
+    assert text.startswith("iwae " + expected)
+
+
+def cost_table(times: dict) -> pd.DataFrame:
+    """times: {(method, K): (step_s, q1, q3)}; 10 minibatches per epoch."""
+    rows = [
+        {
+            "dataset": "digits",
+            "method": m,
+            "K": k,
+            "batches_per_epoch": 10,
+            "step_s": t,
+            "step_s_q1": q1,
+            "step_s_q3": q3,
+            "sec_per_epoch": 10 * t,
+        }  # fmt: skip
+        for (m, k), (t, q1, q3) in times.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_cost_trend_reads_proportional_growth_from_the_data():
+    # vae: t = 0.01 K (in proportion); iwae: t = 0.05 + 0.001 K (mostly fixed cost).
+    times = {}
+    for k in (1, 5, 50):
+        times[("vae", k)] = (0.01 * k, 0.0099 * k, 0.0101 * k)
+        t = 0.05 + 0.001 * k
+        times[("iwae", k)] = (t, 0.99 * t, 1.01 * t)
+    c = claims.cost_trend(cost_table(times), ["vae", "iwae"])
+    assert "grows with K for every method" in c.text
+    assert "about in proportion to K for vae" in c.text
+    assert "less than in proportion to K for iwae" in c.text
+    assert "vae: ×50 from K = 1 to 50" in c.basis
+    # Overlapping interquartile ranges: no growth is claimed.
+    flat = {("vae", k): (0.01, 0.005, 0.02) for k in (1, 5, 50)}
+    c = claims.cost_trend(cost_table(flat), ["vae"])
+    assert c.text.startswith("does not change from K = 1 to K = 50 beyond the interquartile range")
+
+
+def summary_with_gaps(seeds=(0, 1, 2)) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    noise = {s: rng.normal(0, 0.01) for s in seeds}
+    return runs(
+        lambda m, k, s: 30.0 - 0.4 * (k > 1) * (m == "iwae") + noise[s],
+        seeds=seeds,
+        active_units=lambda m, k, s: 3.0,
+        bound_gap=lambda m, k, s: 1.0 / k + noise[s],
+        kl_total=lambda m, k, s: 1.0,
+        mutual_information=lambda m, k, s: 0.5,
+        latent=lambda m, k, s: 4,
+        nll_k=lambda m, k, s: 100,
+        **{
+            "ais.mean": lambda m, k, s: -29.5,
+            "ais.acceptance": lambda m, k, s: 0.9,
+            "ais.settings.steps": lambda m, k, s: np.int64(100),
+            "ais.bdmc.gap": lambda m, k, s: 0.01 * (s + 1),
+            "gaps.is_minus_ais.mean": lambda m, k, s: -0.3 + noise[s],
+            "gaps.own_family.approximation_gap.mean": lambda m, k, s: 0.2 + noise[s],
+            "gaps.own_family.amortization_gap.mean": lambda m, k, s: (
+                (0.5 if m == "vae" else 0.3) + noise[s]
+            ),
+        },
+    )
+
+
+def test_variables_carry_claims_and_their_basis():
+    summary = summary_with_gaps()
+    cost = cost_table(
+        {(m, k): (0.01 * k, 0.0099 * k, 0.0101 * k) for m in ("vae", "iwae") for k in (1, 5)}
+    )
+    cfg = {"datasets": ["digits"], "methods": ["vae", "iwae"], "Ks": [1, 5], "seeds": [0, 1, 2],
+           "run": {}}  # fmt: skip
+    v = paper_variables(summary, cfg, cost)
+    yaml.safe_dump(v)  # plain Python types only
+    claim, basis = v["claim"], v["basis"]
+    assert claim["likelihood"]["k_effect"].startswith("improves for iwae (by 0.40 ± ")
+    # vae's runs are the same at both K here: no spread to speak of, the same value.
+    assert claim["likelihood"]["k_effect"].endswith(
+        ", and does not change at all (the same value in every seed) for vae, paired over 3 seeds"
+    )
+    assert claim["gaps"]["amort_best_kmax"].startswith("iwae has the lowest amortization gap (")
+    assert claim["ais"]["is_vs_ais"].startswith(
+        "is looser than AIS for vae (by 0.298 ± 0.002 nats) and iwae"
+    )
+    assert claim["ais"]["bdmc"].startswith("at most 0.030 nats")
+    assert v["result"]["time_ratio"] == "5.0"  # from the cost table
+    assert v["ais"]["steps"] == 100 and v["ais"]["chains"] == "n/a"
+    assert "4.30 standard errors with 3 seeds" in claim["rule"]
+    for section in ("likelihood", "gaps", "ais", "cost", "bound", "latent"):
+        assert set(claim[section]) == set(basis[section])
+    assert "over seeds [0, 1, 2]" in basis["likelihood"]["best_kmax"]
+
+
+def paper(root, qmd_body: str, variables: dict):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "_quarto.yml").write_text("project:\n  render: [index.qmd]\n")
+    (root / "refs.bib").write_text("@article{a,\n  title = {A},\n  year = {2000}\n}\n")
+    (root / "index.qmd").write_text(
+        "---\ntitle: T\nbibliography: refs.bib\n---\n\n# Results\n\n" + qmd_body + " [@a]\n"
+    )
+    (root / "_variables.yml").write_text(yaml.safe_dump(variables))
+    return root
+
+
+def test_manuscript_check_lists_claims_and_fails_on_a_missing_one(tmp_path):
+    v = {"claim": {"x": {"k": "improves by 1.00 ± 0.10 nats"}}, "basis": {"x": {"k": "d = [1]"}}}
+    root = paper(tmp_path / "ok", "The NLL {{< var claim.x.k >}}. It grows, too.", v)
+    write_check(root, tmp_path / "report.txt")
+    report = (tmp_path / "report.txt").read_text()
+    assert "- claim.x.k: improves by 1.00 ± 0.10 nats\n    basis: d = [1]" in report
+    assert "- It grows, too." in report  # a direction word without a claim, for review
+    root = paper(tmp_path / "missing", "The NLL {{< var claim.x.gone >}}.", v)
+    with pytest.raises(ManuscriptError, match="claim 'claim.x.gone' is used by the text"):
+        check(root)
+    no_basis = {"claim": v["claim"], "basis": {}}
+    root = paper(tmp_path / "nobasis", "The NLL {{< var claim.x.k >}}.", no_basis)
+    with pytest.raises(ManuscriptError, match="has no 'basis.x.k'"):
+        check(root)
+
+
+def test_claims_the_text_uses_exist_when_ais_was_not_evaluated():
+    summary = summary_with_gaps().drop(
+        columns=[c for c in summary_with_gaps().columns if c.startswith(("ais.", "gaps."))]
+    )
+    cfg = {"datasets": ["digits"], "methods": ["vae", "iwae"], "Ks": [1, 5], "seeds": [0, 1, 2],
+           "run": {}}  # fmt: skip
+    v = paper_variables(summary, cfg, None)
+    for key in ("is_vs_ais", "bdmc"):
+        assert v["claim"]["ais"][key].startswith("n/a")
+    assert set(v["claim"]["gaps"]) == {"amort_best_kmin", "amort_best_kmax", "approx_k", "amort_k"}
+    assert v["claim"]["cost"]["trend"].startswith("n/a") and v["result"]["time_ratio"] == "n/a"
