@@ -421,7 +421,7 @@ def test_end_to_end_tiny_study(tmp_path):
         "check_manuscript": 1,
         "all": 1,
         "total": 3,
-    }
+    }, r.stdout[-3000:] + r.stderr[-3000:]
     provenance = (tree / "paper/_generated/provenance.md").read_text()
     assert "| train | 4 |" in provenance and "| evaluate | 4 |" in provenance
     assert 'id="seed-plot"' in (tree / "paper/_generated/figures/seed_plot.html").read_text()

@@ -13,7 +13,9 @@ rule cost:
         "benchmarks/{dataset}/cost.tsv"
     conda:
         CONDA_ENV
-    threads: workflow.cores
+    # Every core of a local run (none is left for a job beside it); the job's own CPUs on a
+    # cluster, where no --cores is given.
+    threads: workflow.resource_settings.cores or resource("cost", "cpus_per_task")
     resources:
         gpu=resource("cost", "gpu"),
         mem_mb=resource("cost", "mem_mb"),

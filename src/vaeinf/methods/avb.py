@@ -199,6 +199,11 @@ class ImplicitPosterior(Posterior):
             "ratio but is not a density), so log q(z|x) at a given z is not available"
         )
 
+    @torch.no_grad()
+    def rsample(self, x: Tensor, K: int) -> Tensor:
+        """K samples z (K, B, D) of the implicit posterior, without the adversary."""
+        return self.encoder(x, K)
+
 
 class AVB(Method):
     """`avb`: Adversarial Variational Bayes (Mescheder et al. 2017) with an explicit Gaussian
