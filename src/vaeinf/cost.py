@@ -10,11 +10,13 @@ times the training step of every contender (method, K) of a dataset in one job:
 - the coordinator runs rounds; in each round every contender, in turn, times ``steps`` training
   steps on random minibatches of the training set while the others wait idle, and the order
   rotates from round to round, so a change in the machine's load hits every contender alike;
-- the first ``warmup`` rounds are not counted; a contender's step time is the median over the
-  counted steps; on a GPU every step is synchronized before the clock is read;
+- the first ``warmup`` rounds are not counted; a round's time of a contender is the median of
+  its ``steps`` step times, and its step time the median over the counted rounds (with their
+  quartiles); on a GPU every step is synchronized before the clock is read;
 - seconds per epoch = median step time x minibatches per epoch (validation and checkpointing
-  excluded, as they do not depend on the method), and the ratio to the reference contender:
-  ``vae`` at the smallest K when it is part of the study, else the first method.
+  excluded, as they do not depend on the method); the ratio to the reference contender (``vae``
+  at the smallest K when it is part of the study, else the first method) is the median over
+  rounds of the ratio within each round, as a ratio of timings taken side by side.
 
 Output: one CSV row per contender (:data:`COLUMNS`).
 """
@@ -96,9 +98,9 @@ def _ask(proc: subprocess.Popen, steps: int | None = None):
 
 def measure(
     contenders: dict[tuple[str, int], dict],
-    rounds: int = 20,
-    warmup: int = 3,
-    steps: int = 5,
+    rounds: int = 15,
+    warmup: int = 2,
+    steps: int = 10,
     threads: int = 1,
 ) -> list[dict]:
     """Time every contender ((method, K) -> its run config overrides); one row per contender."""
@@ -115,13 +117,14 @@ def measure(
                 env=dict(os.environ, OMP_NUM_THREADS=str(threads)),
             )
         info = {key: _ask(proc) for key, proc in workers.items()}
+        # Per contender, the median step time of each counted round.
         times: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
         for r in range(warmup + rounds):
             shift = r % len(keys)
             for key in keys[shift:] + keys[:shift]:  # a rotating order
                 got = _ask(workers[key], steps)
                 if r >= warmup:
-                    times[key] += got
+                    times[key].append(statistics.median(got))
     finally:
         for proc in workers.values():
             with contextlib.suppress(OSError):
@@ -131,11 +134,14 @@ def measure(
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    methods = [m for m, _ in keys]
+    ref_method = "vae" if "vae" in methods else methods[0]
+    ref_K = min(K for m, K in keys if m == ref_method)
+    ref = times[(ref_method, ref_K)]
     rows = []
     for (method, K), t in times.items():
         device, per_epoch = info[(method, K)]
-        q1, _, q3 = statistics.quantiles(t, n=4)
-        step = statistics.median(t)
+        q1, step, q3 = statistics.quantiles(t, n=4)  # rounds >= 3
         rows.append(
             {
                 "dataset": contenders[(method, K)]["dataset"],
@@ -148,17 +154,14 @@ def measure(
                 "step_s_q1": q1,
                 "step_s_q3": q3,
                 "sec_per_epoch": step * per_epoch,
-                "timed_steps": len(t),
+                # Paired round by round (the reference timed in the same round), so that a
+                # change of the machine's speed between rounds cancels out of the ratio.
+                "ratio": statistics.median(a / b for a, b in zip(t, ref, strict=True)),
+                "reference": f"{ref_method} K={ref_K}",
+                "timed_steps": len(t) * steps,
                 "threads": threads,
             }
         )
-    methods = [m for m, _ in keys]
-    ref_method = "vae" if "vae" in methods else methods[0]
-    ref_K = min(K for m, K in keys if m == ref_method)
-    ref = next(r for r in rows if r["method"] == ref_method and r["K"] == ref_K)
-    for r in rows:
-        r["ratio"] = r["sec_per_epoch"] / ref["sec_per_epoch"]
-        r["reference"] = f"{ref_method} K={ref_K}"
     return rows
 
 
