@@ -121,3 +121,19 @@ def exit_status(error: BaseException) -> tuple[int, str] | None:
 def debugging() -> bool:
     """Whether failures should show their full traceback (``VAEINF_DEBUG=1``)."""
     return os.environ.get("VAEINF_DEBUG", "") not in ("", "0")
+
+
+def report_failure(error: Exception) -> int:
+    """In an ``except`` block of a job's entry point: print the one line of an expected failure
+    (after its traceback when debugging) and return its exit status; re-raise anything else
+    after printing its traceback."""
+    import sys
+    import traceback
+
+    status = exit_status(error)
+    if status is None or debugging():
+        traceback.print_exc()
+    if status is None:
+        raise error
+    print(status[1], file=sys.stderr, flush=True)
+    return status[0]

@@ -28,7 +28,6 @@ import contextlib
 import itertools
 import json
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -264,9 +263,7 @@ def job_log(smk):
     """Send a script job's output to its log file, and end the job at its error boundary: an
     expected failure (:data:`vaeinf.errors.EXIT_CODES`) ends the log with its one line and
     exits with its status; anything else (or ``VAEINF_DEBUG=1``) logs the full traceback."""
-    import traceback
-
-    from vaeinf.errors import debugging, exit_status
+    from vaeinf.errors import report_failure
 
     with contextlib.ExitStack() as stack:
         if smk.log:
@@ -276,13 +273,7 @@ def job_log(smk):
         try:
             yield
         except Exception as e:
-            status = exit_status(e)
-            if status is None or debugging():
-                traceback.print_exc()
-            if status is None:
-                raise
-            print(status[1], file=sys.stderr, flush=True)
-            raise SystemExit(status[0]) from None
+            raise SystemExit(report_failure(e)) from None
 
 
 def stale_files(run_dir: str | Path, cfg: RunConfig, attempt: int = 1) -> tuple[list[Path], str]:
@@ -346,7 +337,7 @@ def train_job(
     """
     import torch
 
-    from vaeinf.errors import debugging, exit_status
+    from vaeinf.errors import report_failure
     from vaeinf.train import train
 
     torch.set_num_threads(max(1, int(threads)))
@@ -367,15 +358,7 @@ def train_job(
             print(f"trained: {train(cfg, run_dir, progress=False)}", flush=True)
             return 0
         except Exception as e:
-            status = exit_status(e)
-            if status is None or debugging():
-                import traceback
-
-                traceback.print_exc()
-            if status is None:
-                raise
-            print(status[1], file=sys.stderr, flush=True)
-            return status[0]
+            return report_failure(e)
 
 
 def snakemake_train(smk) -> int:

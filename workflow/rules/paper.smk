@@ -49,6 +49,7 @@ rule seed_plot_html:
 rule provenance:
     input:
         metrics=get_all_metrics,
+        costs=get_all_costs,
         code=library("provenance"),
     output:
         provenance=f"{GEN}/provenance.md",
@@ -58,10 +59,12 @@ rule provenance:
         CONDA_ENV
     params:
         # Benchmark records are written by Snakemake, not as outputs: read, not required.
+        # Every run's folder, and each dataset's folder with the cost rule's record.
         benchmarks=[
             BENCH.format(dataset=r.dataset, method=r.method, K=r.K, seed=r.seed)
             for r in RUNS
-        ],
+        ]
+        + expand("benchmarks/{dataset}", dataset=config["datasets"]),
         study=config,
     script:
         "../scripts/provenance.py"
