@@ -59,7 +59,9 @@ EPOCHS = yaml.safe_load((REPO / OVERLAY).read_text())["run"]["train"]["epochs"]
 CONFIG = ("--configfile", "tests/config/tiny.yaml", OVERLAY)
 # These values are site-specific for the test cluster; everything else comes from profiles/slurm.
 SITE = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1")
-REMOTE = ("train", "evaluate")  # the rules that run as Slurm jobs; all others are local rules
+# The rules that run as Slurm jobs (on the GPU node, like the runs the cost rule times); all
+# others are local rules.
+REMOTE = ("train", "evaluate", "cost")
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED"}
 # Upper bounds against hangs, well above the measured times (README: about 2.5 min in all)
 LIMIT_S = {"dry": 120, "run1": 240, "run2": 420, "run3": 120, "local": 240}
@@ -501,11 +503,11 @@ def test_study_completes_on_slurm(study):
 
 def test_every_job_ran_as_a_slurm_job_with_a_gpu(study):
     expected = study.expected_remote
-    assert len(expected) == 8  # tiny: 2 methods x 2 Ks, train + evaluate
+    assert len(expected) == 9  # tiny: 2 methods x 2 Ks, train + evaluate; one cost job
     by_comment = {comment(k): k for k in expected}
     jobs = study.jobs
-    # only train and evaluate jobs went to Slurm; each asked for a GPU (resource gpu=1 ->
-    # --gpus=1)
+    # only train, evaluate and cost jobs went to Slurm; each asked for a GPU (resource gpu=1
+    # -> --gpus=1)
     assert {j["comment"] for j in jobs.values()} <= set(by_comment), jobs
     assert all(j["tres"] == "gres:gpu:1" for j in jobs.values()), jobs
     records = study.records
@@ -523,8 +525,8 @@ def test_every_job_ran_as_a_slurm_job_with_a_gpu(study):
         mine = [r for r in records if r["job_id"] == str(slurm_id) and "argv" in r]
         assert mine, f"no process of Slurm job {slurm_id} ({rule} {wildcards}) was recorded"
         assert all(r["target"] == f"{rule}:{wildcards}" for r in mine), mine
-        if rule == "train":
-            work = [r for r in mine if r["argv"][-1].endswith("train.py")]
+        if rule in ("train", "cost"):  # script jobs
+            work = [r for r in mine if r["argv"][-1].endswith(f"{rule}.py")]
         else:
             work = [r for r in mine if r["argv"][-3:-1] == ["evaluate", "--run"]]
         assert len(work) == 1, mine
@@ -553,7 +555,10 @@ def test_outputs_and_job_set_match_a_local_dry_run(study):
     # The rules' logs, and the Slurm logs of the failed jobs (the plugin deletes those of the
     # jobs it saw succeed, unless --slurm-keep-successful-logs)
     for rule, wildcards in study.expected_remote:
-        log = run_dir(study.tree, wildcards).relative_to(study.tree / "results")
+        if rule == "cost":  # one job per dataset: logs/{dataset}/cost.log
+            log = Path(wildcards.removeprefix("dataset="))
+        else:
+            log = run_dir(study.tree, wildcards).relative_to(study.tree / "results")
         assert (study.tree / "logs" / log / f"{rule}.log").stat().st_size > 0
     failed = {i: j for i, j in study.jobs.items() if j["state"] == "FAILED"}
     assert len(failed) == 2  # the injected failure and the preemption

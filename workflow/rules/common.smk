@@ -165,7 +165,10 @@ def get_final_targets():
     if render_paper():
         targets += [rules.paper.output.html, rules.paper.output.pdf]
     elif config["paper"]["render"] == "auto":
-        targets += [rules.preview.output.html, rules.preview.output.pdf]  # without Quarto
+        targets += [
+            rules.preview.output.html,
+            rules.preview.output.pdf,
+        ]  # without Quarto
     return targets
 
 
