@@ -12,8 +12,13 @@ import pandas as pd
 def order(df: pd.DataFrame, methods: list[str] | None) -> pd.DataFrame:
     if methods:
         rank = {m: i for i, m in enumerate(methods)}
-        df = df.assign(_r=df["method"].map(lambda m: rank.get(m, len(rank))))
-        df = df.sort_values(["dataset", "_r", "K"], kind="stable").drop(columns="_r")
+
+        def key(column: pd.Series) -> pd.Series:
+            if column.name != "method":
+                return column
+            return column.map(lambda m: rank.get(m, len(rank)))
+
+        df = df.sort_values(["dataset", "method", "K"], key=key, kind="stable")
     return df
 
 
@@ -39,20 +44,26 @@ def markdown_table(header: list[str], rows: list[list[str]], align: list[str] | 
     return "\n".join(lines) + "\n"
 
 
-def pivot_table(
-    summary: pd.DataFrame, column: str, digits: int = 2, methods: list[str] | None = None
-) -> str:
-    """Rows dataset x method, one column per K, cells mean ± s.d. of ``column`` over seeds."""
-    df = order(summary, methods)
+def pivot(df: pd.DataFrame, cell, methods: list[str] | None = None) -> str:
+    """Rows dataset x method, one column per K; ``cell(rows of one K)`` gives each cell's text
+    (an em dash where the K has no rows)."""
+    df = order(df, methods)
     ks = sorted(df["K"].unique())
     multi = df["dataset"].nunique() > 1
     header = (["Dataset"] if multi else []) + ["Method"] + [f"K = {k}" for k in ks]
     rows = []
     for (dataset, method), g in df.groupby(["dataset", "method"], sort=False):
-        cells = [mean_sd(g.loc[g["K"] == k, column], digits) for k in ks]
+        cells = [cell(g[g["K"] == k]) if (g["K"] == k).any() else "—" for k in ks]
         rows.append(([dataset] if multi else []) + [method] + cells)
     align = ["l"] * (2 if multi else 1) + ["r"] * len(ks)
     return markdown_table(header, rows, align)
+
+
+def pivot_table(
+    summary: pd.DataFrame, column: str, digits: int = 2, methods: list[str] | None = None
+) -> str:
+    """Rows dataset x method, one column per K, cells mean ± s.d. of ``column`` over seeds."""
+    return pivot(summary, lambda g: mean_sd(g[column], digits), methods)
 
 
 def long_table(
