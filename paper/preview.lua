@@ -105,6 +105,13 @@ local function typst_equation(math, id, number)
   )
 end
 
+-- The next number of a figure or table: counted, kept for its references, put in its caption.
+local function number_caption(kind, label, id, caption)
+  counters[kind] = counters[kind] + 1
+  numbers[id] = tostring(counters[kind])
+  return prefix_caption(caption, label .. " " .. counters[kind] .. ":")
+end
+
 local Numbering = {
   traverse = "topdown",
 
@@ -136,25 +143,19 @@ local Numbering = {
       blocks = pandoc.Blocks({ table.unpack(blocks, 1, #blocks - 1) })
     end
     local fig = pandoc.Figure(blocks, { long = caption }, el.attr)
-    counters.fig = counters.fig + 1
-    numbers[el.identifier] = tostring(counters.fig)
-    fig.caption = prefix_caption(fig.caption, "Figure " .. counters.fig .. ":")
+    fig.caption = number_caption("fig", "Figure", el.identifier, fig.caption)
     return fig, false
   end,
 
   Figure = function(el)
     if kind_of(el.identifier) ~= "fig" then return nil end
-    counters.fig = counters.fig + 1
-    numbers[el.identifier] = tostring(counters.fig)
-    el.caption = prefix_caption(el.caption, "Figure " .. counters.fig .. ":")
+    el.caption = number_caption("fig", "Figure", el.identifier, el.caption)
     return el
   end,
 
   Table = function(el)
     if kind_of(el.identifier) ~= "tbl" then return nil end
-    counters.tbl = counters.tbl + 1
-    numbers[el.identifier] = tostring(counters.tbl)
-    el.caption = prefix_caption(el.caption, "Table " .. counters.tbl .. ":")
+    el.caption = number_caption("tbl", "Table", el.identifier, el.caption)
     return el
   end,
 

@@ -17,7 +17,6 @@ INPUT = ("samples",)
 
 def draw(samples: dict, methods=None, n_images: int = 8, **_) -> Figure:
     """Per method: decoder means p(x|z) of z ~ p(z)."""
-    methods = methods or list(dict.fromkeys(m for _, m in samples))
 
     def make(a):
         return style.strip(a["prior_sample"], min(n_images, len(a["prior_sample"])))

@@ -19,7 +19,6 @@ INPUT = ("samples",)
 
 def draw(samples: dict, methods=None, n_images: int = 8, **_) -> Figure:
     """Per method: test images (top strip) and the decoder means of their reconstructions."""
-    methods = methods or list(dict.fromkeys(m for _, m in samples))
 
     def make(a):
         n = min(n_images, len(a["data"]))

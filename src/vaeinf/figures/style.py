@@ -152,8 +152,11 @@ def read_samples(paths: list[str | Path]) -> dict[tuple[str, str], dict]:
 
 
 def image_rows(samples, methods, n_images, make) -> Figure:
+    """One strip of images (``make(arrays)``) per (dataset, method) of ``samples``, in the
+    order of ``methods`` (None: as they come)."""
     plt, sns = lib()
     theme()
+    methods = methods or list(dict.fromkeys(m for _, m in samples))
     datasets = list(dict.fromkeys(d for d, _ in samples))
     keys = sorted(
         (k for k in samples if k[1] in methods),
