@@ -7,9 +7,13 @@ times the training step of every contender (method, K) of a dataset in one job:
 - every contender lives in its own worker process (its own model, optimizer state and memory
   allocator: interleaving several large models in one process inflated a K = 50 step 2-3x
   through allocator churn), all started before timing begins;
-- the coordinator runs rounds; in each round every contender, in turn, times ``steps`` training
-  steps on random minibatches of the training set while the others wait idle, and the order
-  rotates from round to round, so a change in the machine's load hits every contender alike;
+- the coordinator runs rounds; in each round every contender, in turn, times at least ``steps``
+  training steps on random minibatches of the training set, and goes on until they add up to
+  ``min_seconds``, while the others wait idle; the order rotates from round to round, so a change
+  in the machine's load hits every contender alike. The time floor gives a fast step (a digits
+  VAE step takes about a millisecond) as many samples per round as a slow one needs fewer: ten
+  steps of a millisecond are at the mercy of one scheduler hiccup, and the round-by-round ratios
+  to such a reference varied by 10% between two runs;
 - the first ``warmup`` rounds are not counted; a round's time of a contender is the median of
   its ``steps`` step times, and its step time the median over the counted rounds (with their
   quartiles); on a GPU every step is synchronized before the clock is read;
@@ -52,8 +56,9 @@ COLUMNS = [
 
 
 def _worker(overrides: dict, threads: int) -> None:
-    """One contender (``python -m vaeinf.cost WORKER_JSON``): build the run's model, then time
-    ``n`` training steps for every line ``n`` read on stdin, answering one JSON line each."""
+    """One contender (``python -m vaeinf.cost WORKER_JSON``): build the run's model, then for
+    every line ``n s`` read on stdin time at least ``n`` training steps and at least ``s``
+    seconds of them, answering one JSON line (the step times) each."""
     import torch
 
     from vaeinf.config import load_config
@@ -70,8 +75,9 @@ def _worker(overrides: dict, threads: int) -> None:
     model.train()
     _answer([str(device), math.ceil(len(train_x) / cfg.train.batch_size)])
     for line in sys.stdin:
-        times = []
-        for _ in range(int(line)):
+        n, min_seconds = line.split()
+        times: list[float] = []
+        while len(times) < int(n) or sum(times) < float(min_seconds):
             x = data.binarize(train_x[torch.randint(len(train_x), (batch,), generator=gen)])
             sync()
             t0 = time.perf_counter()
@@ -86,9 +92,9 @@ def _answer(value) -> None:
     sys.stdout.flush()
 
 
-def _ask(proc: subprocess.Popen, steps: int | None = None):
+def _ask(proc: subprocess.Popen, steps: int | None = None, min_seconds: float = 0.0):
     if steps is not None:
-        proc.stdin.write(f"{steps}\n")
+        proc.stdin.write(f"{steps} {min_seconds!r}\n")
         proc.stdin.flush()
     line = proc.stdout.readline()
     if not line:
@@ -101,6 +107,7 @@ def measure(
     rounds: int = 15,
     warmup: int = 2,
     steps: int = 10,
+    min_seconds: float = 0.0,
     threads: int = 1,
 ) -> list[dict]:
     """Time every contender ((method, K) -> its run config overrides); one row per contender."""
@@ -119,12 +126,14 @@ def measure(
         info = {key: _ask(proc) for key, proc in workers.items()}
         # Per contender, the median step time of each counted round.
         times: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
+        timed = dict.fromkeys(keys, 0)
         for r in range(warmup + rounds):
             shift = r % len(keys)
             for key in keys[shift:] + keys[:shift]:  # a rotating order
-                got = _ask(workers[key], steps)
+                got = _ask(workers[key], steps, min_seconds)
                 if r >= warmup:
                     times[key].append(statistics.median(got))
+                    timed[key] += len(got)
     finally:
         for proc in workers.values():
             with contextlib.suppress(OSError):
@@ -158,7 +167,7 @@ def measure(
                 # change of the machine's speed between rounds cancels out of the ratio.
                 "ratio": statistics.median(a / b for a, b in zip(t, ref, strict=True)),
                 "reference": f"{ref_method} K={ref_K}",
-                "timed_steps": len(t) * steps,
+                "timed_steps": timed[(method, K)],
                 "threads": threads,
             }
         )
