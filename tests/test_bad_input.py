@@ -671,14 +671,14 @@ class FixedWeights(torch.nn.Module):
     """A model whose K log-weights per point are fixed numbers, drawn in order: the estimate
     must not depend on how evaluation chunks them."""
 
-    dim, latent, eval_bytes_per_sample = 64, 2, 0
+    dim, latent, eval_bytes_per_sample, stratified_proposal = 64, 2, 0, False
 
     def __init__(self, table: torch.Tensor):
         super().__init__()
         self.decoder = SimpleNamespace(net=[torch.nn.Linear(2, 64)])
         self.table, self.k = table, 0  # (K, N)
 
-    def eval_log_weights(self, x, k):
+    def eval_log_weights(self, x, k, block=None):
         start = self.k
         self.k = (self.k + k) % len(self.table)
         rows = torch.arange(start, start + k) % len(self.table)

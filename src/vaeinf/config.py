@@ -261,7 +261,9 @@ class AVBOptions:
         (Hesterberg 1995, "Weighted average importance sampling and defensive mixture
         distributions"): every weight is then at most p(x|z) / alpha, so the estimator has
         finite variance however poorly the Gaussian fits; the price at large K is at most
-        -log(1 - alpha) nats (0.05 nats for the default), at small K the prior draws lower L_K.
+        -log(1 - alpha) nats (0.05 nats for the default). The mixture is deterministic
+        (Owen & Zhou 2000): floor(alpha K) of every K samples come from p(z), so below
+        K = 1 / alpha the proposal is the Gaussian alone (see AVB.eval_log_weights).
     divergence_tolerance: training stops (AVB.check_epoch) when an epoch's T-based objective
         is above 0 or above the validation L_K of the explicit proposal by more than this
         fraction of |L_K| (null: only the first test).

@@ -34,16 +34,20 @@ SAMPLES = "samples.npz"
 
 
 @torch.no_grad()
-def log_weight_chunks(model: Method, x: Tensor, K: int, memory_mb: float):
+def log_weight_chunks(model: Method, x: Tensor, K: int, memory_mb: float, block=None):
     """Yield (slice, chunks) for consecutive chunks of points, where ``chunks`` yields that
     chunk's K log-weights as float64 tensors (b, s) of consecutive samples, drawn one sample
     chunk at a time: only one (b, s) chunk, at most the budget's rows, is held at once, so
-    memory does not grow with K. Consume ``chunks`` before advancing to the next points."""
+    memory does not grow with K. Consume ``chunks`` before advancing to the next points.
+    With ``block`` (K a multiple of it), every sample chunk is a whole number of blocks, for a
+    ``stratified_proposal``; a block larger than the budget is drawn whole."""
     b, s = chunking(model, len(x), K, memory_mb)
+    if block is not None:
+        s = max(block, s // block * block)
     for start in range(0, len(x), b):
         xb = x[start : start + b]
         chunks = (
-            model.eval_log_weights(xb, min(s, K - k0)).double().T  # (b, s)
+            model.eval_log_weights(xb, min(s, K - k0), block).double().T  # (b, s)
             for k0 in range(0, K, s)
         )
         yield slice(start, start + len(xb)), chunks
@@ -133,20 +137,34 @@ def bound_curve(model: Method, x: Tensor, ks: list[int], memory_mb: float = 512)
 
     The K_max samples are split into floor(K_max / K) disjoint groups of K; each group gives an
     unbiased estimate of L_K and their average has lower variance than a single group, at no
-    extra cost. The groups are accumulated as the sample chunks arrive
+    extra cost (a ``stratified_proposal`` draws floor(K_max / K) blocks of K for each K
+    instead, as a group cut from a larger deterministic mixture is not one). The groups are
+    accumulated as the sample chunks arrive
     (:class:`GroupedLogMeanExp`), so memory does not grow with K_max. Returns {K: summary}.
     """
     k_max = max(ks)
+    if model.stratified_proposal:  # one draw per K, in blocks of K (same budget of samples)
+        per_k = {}
+        for K in ks:
+            per_k |= _grouped_bounds(model, x, [K], k_max // K * K, memory_mb, block=K)
+    else:
+        per_k = _grouped_bounds(model, x, ks, k_max, memory_mb)
+    return {K: _summary(per_k[K]) for K in ks}
+
+
+def _grouped_bounds(model, x, ks, n, memory_mb, block=None) -> dict[int, Tensor]:
+    """Per point, the mean over the floor(n / K) disjoint groups of K of one draw of n samples
+    of each group's log-mean-exp, for every K in ks: {K: (N,)}."""
     per_k = {K: torch.empty(len(x), dtype=torch.float64) for K in ks}
-    for sl, chunks in log_weight_chunks(model, x, k_max, memory_mb):
+    for sl, chunks in log_weight_chunks(model, x, n, memory_mb, block):
         b = sl.stop - sl.start
-        accs = {K: GroupedLogMeanExp(b, K, k_max // K, x.device) for K in ks}
+        accs = {K: GroupedLogMeanExp(b, K, n // K, x.device) for K in ks}
         for lw in chunks:
             for acc in accs.values():
                 acc.add(lw)
         for K, acc in accs.items():
             per_k[K][sl] = acc.value()
-    return {K: _summary(v) for K, v in per_k.items()}
+    return per_k
 
 
 def _summary(v: Tensor) -> dict:

@@ -165,10 +165,16 @@ class Method(nn.Module):
         return log_px + self.prior().log_prob(z) - log_q, z
 
     @torch.no_grad()
-    def eval_log_weights(self, x: Tensor, K: int) -> Tensor:
+    def eval_log_weights(self, x: Tensor, K: int, block: int | None = None) -> Tensor:
         """Log importance weights for evaluation, (K, B). Methods without a density override
-        this with an explicit proposal; for the rest it is :meth:`log_weights`."""
+        this with an explicit proposal; for the rest it is :meth:`log_weights`, whose K samples
+        are independent (``block`` only matters to a ``stratified_proposal``)."""
         return self.log_weights(x, K)[0]
+
+    #: True when :meth:`eval_log_weights` draws a deterministic mixture over each block of
+    #: samples rather than independent samples, so that a group of K samples cut from a larger
+    #: draw is not an L_K estimate: the bound curve then draws every K in blocks of K.
+    stratified_proposal: ClassVar[bool] = False
 
     #: What :meth:`eval_log_weights` samples from, recorded in metrics.json.
     proposal: ClassVar[str] = "the posterior q(z|x) itself"
