@@ -3,6 +3,7 @@ explicit proposal and matches an exactly known log p(x)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 
@@ -89,26 +90,30 @@ def trained_1d():
     return train_1d()
 
 
-@pytest.mark.parametrize("prior_weight", [0.05, 0.0])
-def test_explicit_proposal_nll_matches_the_exact_log_likelihood(trained_1d, prior_weight):
+@contextlib.contextmanager
+def prior_weight(model, weight):
+    """The model's proposal_prior_weight set to ``weight`` inside the block, then restored."""
+    old = model.options
+    model.options = dataclasses.replace(old, proposal_prior_weight=weight)
+    try:
+        yield
+    finally:
+        model.options = old
+
+
+@pytest.mark.parametrize("weight", [0.05, 0.0])
+def test_explicit_proposal_nll_matches_the_exact_log_likelihood(trained_1d, weight):
     """The importance-sampled NLL (K = 5000, mean over 100 points) is within 0.1 nats of the
     exact one from quadrature (measured: 0.001 with the defensive prior component, 0.003
     without), and no single point is off by more than 0.25 nats (one draw of a stochastic
     estimate per point)."""
     model, x = trained_1d
-    model.options = dataclasses.replace(model.options, proposal_prior_weight=prior_weight)
-    try:
-        exact = exact_log_px(model.decoder, x)  # (B,) float64
+    exact = exact_log_px(model.decoder, x)  # (B,) float64
+    with prior_weight(model, weight):
         torch.manual_seed(0)
         est = log_likelihood(model, x, K=5000)["per_point"]
-    finally:
-        model.options = dataclasses.replace(model.options, proposal_prior_weight=0.05)
     assert abs((est - exact).mean()) < 0.1
     assert (est - exact).abs().max() < 0.25
-
-
-def with_prior_weight(model, weight):
-    model.options = dataclasses.replace(model.options, proposal_prior_weight=weight)
 
 
 def test_deterministic_defensive_mixture(trained_1d):
@@ -118,28 +123,25 @@ def test_deterministic_defensive_mixture(trained_1d):
     weight over 20,000 samples matches quadrature within 0.02 nats per point on average."""
     model, x = trained_1d
     exact = exact_log_px(model.decoder, x)  # (B,) float64
-    try:
-        draws = {}
-        for weight in (0.05, 0.0):
-            with_prior_weight(model, weight)
+    draws = {}
+    for weight in (0.05, 0.0):
+        with prior_weight(model, weight):
             torch.manual_seed(3)
             draws[weight] = model.eval_log_weights(x, 1)
-        torch.testing.assert_close(draws[0.05], draws[0.0], rtol=0, atol=0)
-        with_prior_weight(model, 0.05)
-        torch.manual_seed(4)
-        lw = model.eval_log_weights(x, 20000, block=20).double()  # (20000, B)
-        pooled = torch.logsumexp(lw, 0) - math.log(len(lw))
-        assert abs((pooled - exact).mean()) < 0.02
-        with pytest.raises(ValueError, match="not a multiple"):
-            model.eval_log_weights(x, 30, block=20)
-    finally:
-        with_prior_weight(model, 0.05)
+    torch.testing.assert_close(draws[0.05], draws[0.0], rtol=0, atol=0)
+    assert model.options.proposal_prior_weight == 0.05
+    torch.manual_seed(4)
+    lw = model.eval_log_weights(x, 20000, block=20).double()  # (20000, B)
+    pooled = torch.logsumexp(lw, 0) - math.log(len(lw))
+    assert abs((pooled - exact).mean()) < 0.02
+    with pytest.raises(ValueError, match="not a multiple"):
+        model.eval_log_weights(x, 30, block=20)
 
 
 def test_bound_curve_is_ordered_below_the_exact_likelihood(trained_1d):
     """Each L_K from its own blocks of K: L_1 <= L_5 <= L_50 <= L_500 <= log p(x) (quadrature),
-    up to Monte Carlo noise of 0.01 nats, and L_1 is no further below log p(x) than the
-    Gaussian-only proposal's (no prior draw at K < 20)."""
+    up to Monte Carlo noise of 0.01 nats, and L_1 equals the Gaussian-only proposal's (no
+    prior draw at K < 20)."""
     model, x = trained_1d
     torch.manual_seed(5)
     curve = bound_curve(model, x, [1, 5, 50, 500])
@@ -147,12 +149,9 @@ def test_bound_curve_is_ordered_below_the_exact_likelihood(trained_1d):
     exact = exact_log_px(model.decoder, x).mean().item()
     assert all(a <= b + 0.01 for a, b in zip(means, means[1:], strict=False)), means
     assert means[-1] <= exact + 0.01 and means[-1] > exact - 0.05, (means, exact)
-    try:
-        with_prior_weight(model, 0.0)
+    with prior_weight(model, 0.0):
         torch.manual_seed(5)
         gaussian_only = bound_curve(model, x, [1, 500])[1]["mean"]
-    finally:
-        with_prior_weight(model, 0.05)
     assert means[0] == pytest.approx(gaussian_only, abs=1e-9)
 
 

@@ -77,20 +77,26 @@ def _worker(overrides: dict, threads: int) -> None:
     batch = min(cfg.train.batch_size, len(train_x))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     model.train()
+
+    def timed_step() -> float:
+        x = data.binarize(train_x[torch.randint(len(train_x), (batch,), generator=gen)])
+        sync()
+        t0 = time.perf_counter()
+        model.train_step(x, cfg.K, cfg.estimator, optimizers)
+        sync()
+        return time.perf_counter() - t0
+
     _answer([str(device), math.ceil(len(train_x) / cfg.train.batch_size)])
     for line in sys.stdin:
-        n, min_seconds = line.split()
-        times: list[float] = []
+        steps, min_seconds = line.split()
+        n, floor = int(steps), float(min_seconds)
         # One untimed step first: after waiting idle, the first step pays for the caches and
         # memory pages that the other workers' bursts evicted, a cost of the timing setup.
-        while len(times) <= int(n) or sum(times[1:]) < float(min_seconds):
-            x = data.binarize(train_x[torch.randint(len(train_x), (batch,), generator=gen)])
-            sync()
-            t0 = time.perf_counter()
-            model.train_step(x, cfg.K, cfg.estimator, optimizers)
-            sync()
-            times.append(time.perf_counter() - t0)
-        _answer(times[1:])
+        timed_step()
+        times: list[float] = []
+        while len(times) < n or sum(times) < floor:
+            times.append(timed_step())
+        _answer(times)
 
 
 def _answer(value) -> None:
@@ -150,6 +156,7 @@ def measure(
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    ref_step = min(times[ref_key])
     rows = []
     for (method, K), t in times.items():
         device, per_epoch = info[(method, K)]
@@ -168,7 +175,7 @@ def measure(
                 "step_s_median": median,
                 "step_s_q3": q3,
                 "sec_per_epoch": step * per_epoch,
-                "ratio": step / min(times[ref_key]),
+                "ratio": step / ref_step,
                 "reference": f"{ref_key[0]} K={ref_key[1]}",
                 "timed_steps": len(t),
                 "threads": threads,
