@@ -1,4 +1,5 @@
-"""Cost of AIS (vaeinf.ais) per (point, chain, intermediate distribution) against the decoder's
+"""Cost of AIS (vaeinf.evaluation.ais) per (point, chain, intermediate distribution) against the
+decoder's
 forward + backward FLOPs, on Burda et al. (2015)'s net (decoder 50-200-200-784, untrained: the
 cost does not depend on the weights) and binarized MNIST test images, on 2 CPU threads.
 
@@ -22,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from vaeinf import ais
 from vaeinf.config import ModelConfig, RunConfig
-from vaeinf.data import BINARIZED_MNIST_NPZ_ENV, load_dataset
-from vaeinf.methods import build_model
+from vaeinf.core.data import BINARIZED_MNIST_NPZ_ENV, load_dataset
+from vaeinf.core.methods import build_model
+from vaeinf.evaluation import ais
 
 
 def decoder_forward_flops(model) -> int:

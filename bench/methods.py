@@ -22,8 +22,8 @@ import time
 import torch
 
 from vaeinf.config import ModelConfig, RunConfig
-from vaeinf.data import load_dataset
-from vaeinf.methods import REGISTRY, build_model
+from vaeinf.core.data import load_dataset
+from vaeinf.core.methods import REGISTRY, build_model
 
 
 def time_methods(

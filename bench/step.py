@@ -7,7 +7,8 @@ comparison is a ratio of medians taken in the same run, with the contenders inte
    1-stochastic-layer net (``model.preset: burda1``: 784-200-200-50 tanh, decoder 50-200-200-784)
    on binarized MNIST, batch 100, at K = 1, 5, 50, for
 
-   - ``vaeinf``: :meth:`vaeinf.methods.base.Method.train_step`, eager (``train.compile: false``)
+   - ``vaeinf``: :meth:`vaeinf.core.methods.base.Method.train_step`, eager (``train.compile:
+   false``)
      and, unless ``--no-compile``, compiled (``train.compile: true``);
    - ``plain``: the same recipe written plainly in PyTorch in this file (:class:`PlainIWAE`: expand
      mu and sigma, decode K*B rows, ``torch.distributions.Normal`` for log q and log p(z),
@@ -27,10 +28,10 @@ comparison is a ratio of medians taken in the same run, with the contenders inte
 
 2. The Bernoulli log-likelihood term alone (forward + backward at the largest K):
    ``torch.distributions`` vs ``F.binary_cross_entropy_with_logits`` vs
-   :func:`vaeinf.nets.bernoulli_log_prob`, the measured reason the library uses the latter.
+   :func:`vaeinf.core.nets.bernoulli_log_prob`, the measured reason the library uses the latter.
 
 3. The test NLL at K = 5000 on the 10000 test images with
-   :func:`vaeinf.evaluate.log_likelihood` under a memory budget (``--memory-mb``), in a
+   :func:`vaeinf.evaluation.evaluate.log_likelihood` under a memory budget (``--memory-mb``), in a
    subprocess so that its peak resident memory is its own: wall time, FLOP-bound ratio and the
    peak RSS, also at a larger K (``--big-k``) on a few points to show memory does not grow with K.
    The model is untrained (the Burda initialisation): the NLL value is only reported, the time
@@ -66,9 +67,9 @@ from torch import Tensor, nn
 from torch.distributions import Bernoulli, Independent, Normal
 
 from vaeinf.config import load_config
-from vaeinf.data import BINARIZED_MNIST_NPZ_ENV, load_dataset
-from vaeinf.methods import build_model
-from vaeinf.nets import bernoulli_log_prob
+from vaeinf.core.data import BINARIZED_MNIST_NPZ_ENV, load_dataset
+from vaeinf.core.methods import build_model
+from vaeinf.core.nets import bernoulli_log_prob
 
 MM_N = 2048
 NLL_SLICE = 1000  # test points per log_likelihood call (progress report only)
@@ -203,7 +204,7 @@ def set_threads(n: int) -> None:
 
 
 def data_kwargs(args) -> dict:
-    """Point vaeinf.data at the npz (``--data``, else $VAEINF_BINARIZED_MNIST_NPZ, else the
+    """Point vaeinf.core.data at the npz (``--data``, else $VAEINF_BINARIZED_MNIST_NPZ, else the
     usual files under ``--data-dir``)."""
     if args.dataset == "binarized_mnist" and args.data:
         os.environ[BINARIZED_MNIST_NPZ_ENV] = str(Path(args.data).resolve())
@@ -358,13 +359,13 @@ def _summarise(times: dict[str, list[float]], rates: list[float], flops: int) ->
 
 
 def _eager_loss(model, x, K):
-    from vaeinf import bounds
+    from vaeinf.core import bounds
 
     return bounds.loss(model, x, K, "iwae", "standard")
 
 
 def _compiled_loss(model, x, K):
-    from vaeinf import bounds
+    from vaeinf.core import bounds
 
     return bounds.compiled_loss()(model, x, K, "iwae", "standard")
 
@@ -386,7 +387,7 @@ def bench_bernoulli(args, data, K: int) -> dict:
         "F.binary_cross_entropy_with_logits": lambda: (
             -F.binary_cross_entropy_with_logits(logits, x.expand(K, B, D), reduction="none").sum(-1)
         ),
-        "vaeinf.nets.bernoulli_log_prob": lambda: bernoulli_log_prob(x, logits),
+        "vaeinf.core.nets.bernoulli_log_prob": lambda: bernoulli_log_prob(x, logits),
     }
     ref = fns["torch.distributions Bernoulli"]()
     ref_grad = torch.autograd.grad(ref, logits, grad)[0]
@@ -420,8 +421,8 @@ def bench_bernoulli(args, data, K: int) -> dict:
 def nll_child(spec: dict) -> list[dict]:
     """Runs in a fresh interpreter: time log_likelihood and measure its peak RSS, for each
     (K, points) of ``spec["runs"]`` in turn, the peak reset to the current RSS before each."""
-    from vaeinf.evaluate import log_likelihood
-    from vaeinf.methods.base import chunking
+    from vaeinf.core.methods.base import chunking
+    from vaeinf.evaluation.evaluate import log_likelihood
 
     set_threads(spec["threads"])
     args = argparse.Namespace(**spec["args"])
@@ -614,7 +615,8 @@ def markdown(result: dict) -> str:
     if nll:
         lines += [
             "",
-            "Test NLL with `vaeinf.evaluate.log_likelihood` (untrained Burda-initialised model: "
+            "Test NLL with `vaeinf.evaluation.evaluate.log_likelihood` "
+            "(untrained Burda-initialised model: "
             "the time and memory do not depend on the weights), in a subprocess; the FLOP bound "
             "is the forward matmuls (encoder once per sample chunk, decoder on K x points rows) "
             "at the rate of a reference matmul timed between slices of 1000 points:",

@@ -1,5 +1,5 @@
 -- What Quarto adds to pandoc Markdown, for the preview rendered without Quarto
--- (vaeinf.preview): conditional content and numbered cross-references, for HTML and Typst.
+-- (vaeinf.report.paper.preview): conditional content and numbered cross-references, for HTML and Typst.
 --
 --   ::: {.content-visible when-format="html"}   kept for HTML only (also unless-format,
 --   ::: {.content-hidden ...}, and the same classes on [spans]); "pdf" means Typst here
@@ -13,7 +13,7 @@
 --
 -- Numbers are written into the text (headings, captions, equations), so the HTML and the PDF
 -- show the same numbers whatever the writer's own numbering; the Typst header turns figure
--- numbering off (vaeinf.preview). In HTML, images become data URIs.
+-- numbering off (vaeinf.report.paper.preview). In HTML, images become data URIs.
 
 local KINDS = { sec = "Section", fig = "Figure", tbl = "Table", eq = "Equation" }
 local numbers = {}

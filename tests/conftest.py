@@ -51,6 +51,6 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def digits():
-    from vaeinf.data import load_dataset
+    from vaeinf.core.data import load_dataset
 
     return load_dataset("digits")

@@ -12,7 +12,7 @@ import math
 import torch
 
 from vaeinf.config import ModelConfig, RunConfig
-from vaeinf.methods import build_model
+from vaeinf.core.methods import build_model
 
 
 def make_model(method: str = "iwae", dim: int = 12, hidden: int = 16, seed: int = 0, **kw):

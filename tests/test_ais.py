@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from vaeinf import ais
 from vaeinf.config import ModelConfig, RunConfig
-from vaeinf.methods import build_model
+from vaeinf.core.methods import build_model
+from vaeinf.evaluation import ais
 
 
 def make_model_2d(method: str = "iwae", dim: int = 20, hidden: int = 32, scale: float = 2.0):

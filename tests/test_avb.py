@@ -12,11 +12,11 @@ import torch
 from torch.distributions import Normal
 
 from vaeinf.config import AVBOptions, ConfigError, load_config
-from vaeinf.evaluate import bound_curve, log_likelihood, mutual_information
-from vaeinf.methods import DivergedObjective
-from vaeinf.methods.avb import Adversary, ImplicitPosterior, adversary_loss
-from vaeinf.methods.base import standard_normal_log_prob
-from vaeinf.train import CHECKPOINT, MODEL, train
+from vaeinf.core.methods import DivergedObjective
+from vaeinf.core.methods.avb import Adversary, ImplicitPosterior, adversary_loss
+from vaeinf.core.methods.base import standard_normal_log_prob
+from vaeinf.core.train import CHECKPOINT, MODEL, train
+from vaeinf.evaluation.evaluate import bound_curve, log_likelihood, mutual_information
 
 from quadrature import exact_log_px, make_model, sample_data
 

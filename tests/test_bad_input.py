@@ -30,11 +30,11 @@ import pytest
 import torch
 import yaml
 
-from vaeinf import study
 from vaeinf.cli import main
 from vaeinf.config import ConfigError, load_config
 from vaeinf.errors import DamagedFile
-from vaeinf.evaluate import GroupedLogMeanExp, LogMeanExp, bound_curve, log_likelihood
+from vaeinf.evaluation.evaluate import GroupedLogMeanExp, LogMeanExp, bound_curve, log_likelihood
+from vaeinf.study import grid as study
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 TINY = {
@@ -385,7 +385,7 @@ def test_a_trillion_epochs_train_until_stopped(tmp_path, capsys, one_thread):
 
 
 def test_burda_schedule_is_lazy_and_unchanged():
-    from vaeinf.train import burda_schedule, epoch_lr, n_epochs
+    from vaeinf.core.train import burda_schedule, epoch_lr, n_epochs
 
     lrs = [1e-3 * 10 ** (-i / 7) for i in range(8) for _ in range(3**i)]
     assert burda_schedule() == lrs
@@ -430,7 +430,7 @@ def test_out_on_a_read_only_file_system(tmp_path, capsys):
 def test_evaluate_into_a_read_only_run_directory_fails_first(run, capsys, monkeypatch):
     before = tree(run)
     calls = []
-    monkeypatch.setattr("vaeinf.evaluate.bound_curve", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("vaeinf.evaluation.evaluate.bound_curve", lambda *a, **k: calls.append(a))
     with read_only(run):
         fails(capsys, ["evaluate", "--run", run], 2, f"'{run}'", "write to")
         assert tree(run) == before
@@ -468,7 +468,7 @@ def test_out_of_memory_is_one_line(run, capsys, monkeypatch):
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr("vaeinf.evaluate.bound_curve", oom)
+    monkeypatch.setattr("vaeinf.evaluation.evaluate.bound_curve", oom)
     fails(capsys, ["evaluate", "--run", run], 1, "out of memory", "eval.memory_mb")
 
 
@@ -515,8 +515,8 @@ def test_checkpoint_of_garbage(run, capsys):
 def test_any_garbage_is_a_damaged_file(tmp_path):
     """Random bytes read as a checkpoint fail in many ways (bad pickle opcodes, lengths beyond
     memory, objects of the wrong type): each is the same one-line, exit-2 error."""
+    from vaeinf.core.train import load_torch_file
     from vaeinf.errors import exit_status
-    from vaeinf.train import load_torch_file
 
     path, rng, damaged = tmp_path / "checkpoint.pt", np.random.default_rng(1), 0
     for _ in range(300):
@@ -585,7 +585,7 @@ def test_empty_or_damaged_train_log_is_found_before_evaluating(
     (run / "train_log.csv").write_text(content)
     before = tree(run)
     calls = []
-    monkeypatch.setattr("vaeinf.evaluate.bound_curve", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("vaeinf.evaluation.evaluate.bound_curve", lambda *a, **k: calls.append(a))
     fails(capsys, ["evaluate", "--run", run], 2, "train_log.csv", fragment, "rerun `vaeinf train")
     assert tree(run) == before and calls == []
 
@@ -700,7 +700,7 @@ def test_bound_curve_and_likelihood_do_not_depend_on_the_memory_budget():
 
 
 def test_nan_in_the_first_epoch_says_no_checkpoint_exists(tmp_path, capsys, monkeypatch):
-    from vaeinf import train as train_module
+    from vaeinf.core import train as train_module
     from vaeinf.errors import NonFiniteLoss
 
     real, calls = train_module.prepare, []

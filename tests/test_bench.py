@@ -14,8 +14,8 @@ import torch
 from torch.distributions import Bernoulli, Independent
 
 from vaeinf.config import load_config
-from vaeinf.methods import build_model
-from vaeinf.nets import _CompiledBernoulliLogProb, bernoulli_log_prob, softplus_sum
+from vaeinf.core.methods import build_model
+from vaeinf.core.nets import _CompiledBernoulliLogProb, bernoulli_log_prob, softplus_sum
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -136,7 +136,7 @@ def test_compiled_bernoulli_function_matches_the_exact_formula():
 def test_compiled_loss_matches_eager(one_thread):
     """``train.compile: true`` (grouped softplus, Inductor's decomposed tanh) gives the eager
     loss and gradients up to float32 rounding."""
-    from vaeinf import bounds
+    from vaeinf.core import bounds
 
     cfg = load_config(overrides={"model": {"hidden": [32, 32], "latent": 4}})
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""The phrases the paper's findings take (vaeinf.claims): paired differences over seeds, the
+"""The phrases the paper's findings take (vaeinf.report.claims): paired differences over seeds, the
 decision rule, rankings with their margin, the cost trend; the claim variables and their check.
 """
 
@@ -12,9 +12,9 @@ import pytest
 import yaml
 from scipy import stats
 
-from vaeinf import claims
-from vaeinf.aggregate import paper_variables
-from vaeinf.manuscript import ManuscriptError, check, write_check
+from vaeinf.report import claims
+from vaeinf.report.paper.check import ManuscriptError, check, write_check
+from vaeinf.report.tidy import paper_variables
 
 
 def runs(nll, methods=("vae", "iwae"), ks=(1, 5), seeds=(0, 1, 2), **extra) -> pd.DataFrame:

@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
-from vaeinf import bounds
 from vaeinf.config import RunConfig
-from vaeinf.data import load_dataset
-from vaeinf.evaluate import bound_curve, log_likelihood
-from vaeinf.methods import build_model
-from vaeinf.methods.base import chunking
+from vaeinf.core import bounds
+from vaeinf.core.data import load_dataset
+from vaeinf.core.methods import build_model
+from vaeinf.core.methods.base import chunking
+from vaeinf.evaluation.evaluate import bound_curve, log_likelihood
 
 from quadrature import exact_log_px, make_model, sample_data
 
@@ -68,7 +68,7 @@ def test_elbo_below_iwae_bounds(quad):
 
 def test_chunking_respects_budget():
     model = make_model(dim=784, hidden=200)
-    from vaeinf.methods.base import bytes_per_row
+    from vaeinf.core.methods.base import bytes_per_row
 
     for K in (1, 5000, 10**6):
         b, s = chunking(model, 10000, K, memory_mb=64)
@@ -80,7 +80,7 @@ def test_chunking_respects_budget():
 def trained():
     """An IWAE briefly trained on digits (bound ordering and estimator variance need a model
     whose posterior is not the prior)."""
-    from vaeinf.train import prepare
+    from vaeinf.core.train import prepare
 
     cfg = RunConfig(method="iwae", K=5)
     data, model, _ = prepare(cfg)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from vaeinf.evaluate import active_units, mutual_information
-from vaeinf.methods.base import Posterior
+from vaeinf.core.methods.base import Posterior
+from vaeinf.evaluation.evaluate import active_units, mutual_information
 
 from quadrature import make_model
 

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from vaeinf import bounds
 from vaeinf.config import ConfigError, RunConfig, load_config
-from vaeinf.methods import NonFiniteLoss
-from vaeinf.train import CHECKPOINT, burda_schedule, learning_rates, train
+from vaeinf.core import bounds
+from vaeinf.core.methods import NonFiniteLoss
+from vaeinf.core.train import CHECKPOINT, burda_schedule, learning_rates, train
 
 # Single-threaded subprocesses: the same config and seed must give identical bits on the CPU.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -124,8 +124,8 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_identically(reference, tmp_pa
 def test_sigterm_mid_epoch_deterministically(reference, tmp_path, monkeypatch, one_thread):
     """SIGTERM delivered during batch 11 of epoch 1: the checkpoint is mid-epoch, and the
     resumed run (a subprocess, like the reference) ends bit-identical to the reference."""
-    from vaeinf.methods.base import Method
-    from vaeinf.train import Preempted
+    from vaeinf.core.methods.base import Method
+    from vaeinf.core.train import Preempted
 
     real_step, calls = Method.train_step, {"n": 0}
 

@@ -1,11 +1,11 @@
-"""The cost rule's timing (vaeinf.cost): one worker process per contender, rotating rounds."""
+"""The cost rule's timing (vaeinf.study.cost): one worker process per contender, rotating rounds."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from vaeinf import cost
-from vaeinf.study import run_overrides
+from vaeinf.study import cost
+from vaeinf.study.grid import run_overrides
 
 
 def test_cost_schema_and_growth_with_k(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for vaeinf.data: loaders, binarization, file formats and verified download."""
+"""Tests for vaeinf.core.data: loaders, binarization, file formats and verified download."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from vaeinf import data, downloads
-from vaeinf.data import DataError, Dataset, load_dataset
+from vaeinf.core import data, downloads
+from vaeinf.core.data import DataError, Dataset, load_dataset
 
 SHARED_NPZ = Path(__file__).resolve().parents[2] / "shared/data/binarized_mnist.npz"
 
@@ -414,7 +414,7 @@ def test_download_unknown_dataset(tmp_path):
 
 
 def test_download_table_is_complete():
-    assert data.download.__module__ == "vaeinf.downloads"
+    assert data.download.__module__ == "vaeinf.core.downloads"
     for name in ("binarized_mnist", "mnist"):
         remotes = data.DOWNLOADS[name]
         assert remotes
@@ -430,7 +430,7 @@ def test_every_seed_of_a_run_sees_the_same_evaluation_data():
     """The run's seed never reaches the data: two seeds of one dataset share the validation and
     test sets (and the static training binarization), and the test fingerprint says so."""
     from vaeinf.config import RunConfig
-    from vaeinf.train import prepare
+    from vaeinf.core.train import prepare
 
     a, _, _ = prepare(RunConfig(dataset="digits", method="vae", seed=0))
     b, _, _ = prepare(RunConfig(dataset="digits", method="vae", seed=7))

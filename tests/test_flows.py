@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch.autograd.functional import jacobian
 
 from vaeinf.config import ModelConfig, RunConfig
-from vaeinf.methods import build_model
-from vaeinf.methods.autoregressive import iaf_step
-from vaeinf.methods.flow import (
+from vaeinf.core.methods import build_model
+from vaeinf.core.methods.autoregressive import iaf_step
+from vaeinf.core.methods.flow import (
     planar_step,
     planar_u_hat,
     radial_inverse,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vaeinf import ais, gaps
 from vaeinf.config import ConfigError, ModelConfig, RunConfig, load_config
-from vaeinf.methods import build_model
+from vaeinf.core.methods import build_model
+from vaeinf.evaluation import ais, gaps
 
 
 @pytest.mark.parametrize("method", ["vae", "iwae", "flow", "autoregressive", "semi_amortized"])
@@ -36,7 +36,7 @@ def test_avb_has_no_local_family():
 
 
 def _train(method: str, data, steps: int = 150):
-    from vaeinf.train import prepare
+    from vaeinf.core.train import prepare
 
     cfg = RunConfig(method=method, K=5)
     data, model, _ = prepare(cfg, data)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from vaeinf import aggregate, names
+from vaeinf import names
+from vaeinf.report import tidy as aggregate
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "vaeinf"
@@ -21,13 +22,13 @@ LIGHT = [
     "vaeinf.config",
     "vaeinf.names",
     "vaeinf.errors",
-    "vaeinf.downloads",
-    "vaeinf.study",
-    "vaeinf.results",
-    "vaeinf.aggregate",
-    "vaeinf.tables",
-    "vaeinf.figures",
-    "vaeinf.manuscript",
+    "vaeinf.core.downloads",
+    "vaeinf.study.grid",
+    "vaeinf.rundir",
+    "vaeinf.report.tidy",
+    "vaeinf.report.tables",
+    "vaeinf.report.figures",
+    "vaeinf.report.paper.check",
 ]
 
 
@@ -46,7 +47,8 @@ def top_level_imports(path: Path) -> set[str]:
             out |= {a.name for a in node.names if a.name.startswith("vaeinf")}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vaeinf"):
             out.add(node.module)
-            # `from vaeinf.figures import style` imports the submodule vaeinf.figures.style
+            # `from vaeinf.report.figures import style` imports the submodule
+            # vaeinf.report.figures.style
             out |= {f"{node.module}.{a.name}" for a in node.names}
     modules = {module_name(p) for p in PKG.rglob("*.py")}
     return {m for m in out if m in modules and m != here}
@@ -93,9 +95,9 @@ def test_light_modules_never_load_torch():
 
 def test_registries_list_exactly_the_names():
     from vaeinf.config import METHOD_OPTIONS
-    from vaeinf.data import LOADERS
-    from vaeinf.downloads import DOWNLOADS
-    from vaeinf.methods import REGISTRY
+    from vaeinf.core.data import LOADERS
+    from vaeinf.core.downloads import DOWNLOADS
+    from vaeinf.core.methods import REGISTRY
 
     assert tuple(REGISTRY) == tuple(names.METHODS) == tuple(METHOD_OPTIONS)
     assert tuple(LOADERS) == names.DATASETS == tuple(DOWNLOADS)

@@ -1,4 +1,4 @@
-"""The manuscript check (vaeinf.manuscript): what it accepts and each problem it reports, on
+"""The manuscript check (vaeinf.report.paper.check): what it accepts and each problem it reports, on
 small synthetic papers; and the setup section generated from the configs."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vaeinf.manuscript import ManuscriptError, check, main, setup_markdown
+from vaeinf.report.paper.check import ManuscriptError, check, main, setup_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,9 @@ import math
 import pytest
 import torch
 
-from vaeinf import bounds
 from vaeinf.config import ModelConfig, RunConfig
-from vaeinf.methods import REGISTRY, build_model
+from vaeinf.core import bounds
+from vaeinf.core.methods import REGISTRY, build_model
 
 METHODS = ["vae", "iwae", "flow", "autoregressive", "avb", "semi_amortized"]
 K = 3

@@ -1,5 +1,6 @@
-"""The paper without Quarto (vaeinf.preview with paper/preview.lua), the interactive seed plot
-(vaeinf.interactive) and the provenance appendix (vaeinf.provenance).
+"""The paper without Quarto (vaeinf.report.paper.preview with paper/preview.lua), the interactive
+seed plot
+(vaeinf.report.figures.interactive) and the provenance appendix (vaeinf.report.provenance).
 
 The preview is rendered for real, HTML and PDF, from a small generated manuscript that uses
 every construct of the paper: includes, variables, conditional content, a figure div with the
@@ -18,16 +19,16 @@ import pandas as pd
 import pytest
 import yaml
 
-from vaeinf.manuscript import ManuscriptError, load
+from vaeinf.report.paper.check import ManuscriptError, load
 
 pypdf = pytest.importorskip("pypdf")
 pytest.importorskip("typst")
 pytest.importorskip("plotly")
 pytest.importorskip("pypandoc")
 
-from vaeinf import preview  # noqa: E402
-from vaeinf.interactive import seed_plot_data, seed_plot_figure, seed_plot_html  # noqa: E402
-from vaeinf.provenance import benchmark_totals, provenance_markdown  # noqa: E402
+from vaeinf.report.figures.interactive import seed_plot_data, seed_plot_figure, seed_plot_html  # noqa: E402
+from vaeinf.report.paper import preview  # noqa: E402
+from vaeinf.report.provenance import benchmark_totals, provenance_markdown  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LUA = REPO / "paper" / "preview.lua"

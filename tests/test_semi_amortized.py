@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
-from vaeinf import bounds
 from vaeinf.config import ConfigError, ModelConfig, RunConfig, load_config
-from vaeinf.methods import build_model
+from vaeinf.core import bounds
+from vaeinf.core.methods import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

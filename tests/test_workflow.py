@@ -21,13 +21,13 @@ import pytest
 import torch
 import yaml
 
-from vaeinf import study
-from vaeinf.aggregate import paper_variables
 from vaeinf.cli import _parse_set
 from vaeinf.config import RunConfig, TrainConfig
-from vaeinf.figures import FIGURES
-from vaeinf.tables import TABLES
-from vaeinf.tables.format import mean_sd, pivot_table
+from vaeinf.report.figures import FIGURES
+from vaeinf.report.tables import TABLES
+from vaeinf.report.tables.format import mean_sd, pivot_table
+from vaeinf.report.tidy import paper_variables
+from vaeinf.study import grid as study
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -206,7 +206,7 @@ def test_dry_run_never_loads_torch(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if "|" in line}
-    assert "vaeinf.study" in imported and "vaeinf.config" in imported
+    assert "vaeinf.study.grid" in imported and "vaeinf.config" in imported
     assert not {m for m in imported if m.split(".")[0] in ("torch", "zuko")}
 
 

@@ -57,8 +57,8 @@ def _parse_set(items: list[str]) -> dict:
 
 def _train(args) -> int:
     from vaeinf.config import load_config
-    from vaeinf.results import check_writable_dir
-    from vaeinf.train import train
+    from vaeinf.core.train import train
+    from vaeinf.rundir import check_writable_dir
 
     check_writable_dir(args.out, "--out")
     cfg = load_config(args.config, _parse_set(args.set))
@@ -68,7 +68,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from vaeinf.evaluate import evaluate
+    from vaeinf.evaluation.evaluate import evaluate
 
     m = evaluate(args.run, memory_mb=args.memory_mb)
     nll = m["test_nll"]
@@ -81,8 +81,8 @@ def _evaluate(args) -> int:
 
 
 def _download(args) -> int:
-    from vaeinf.data import download
-    from vaeinf.results import check_writable_dir
+    from vaeinf.core.data import download
+    from vaeinf.rundir import check_writable_dir
 
     check_writable_dir(args.data_dir, "--data-dir")
     for p in download(args.dataset, args.data_dir):

@@ -162,7 +162,7 @@ class EvalConfig:
     # AIS from the prior (Wu et al. 2017) on a fixed random subset of ais_points test points
     # (0: off), BDMC (Grosse et al. 2015) on bdmc_points simulated points (0: off), and the
     # approximation / amortization gaps (Cremer et al. 2018) on the first gap_points of that
-    # subset, with q* found by at most qstar_steps Adam steps (see vaeinf.gaps).
+    # subset, with q* found by at most qstar_steps Adam steps (see vaeinf.evaluation.gaps).
     ais_points: int = field(default=50, metadata=limits(ge=0))
     ais_steps: int = field(default=100, metadata=POSITIVE)
     ais_chains: int = field(default=4, metadata=POSITIVE)
@@ -244,12 +244,12 @@ class AVBOptions:
     noise_dim: size of the encoder's noise input eps (null: the latent size).
     adaptive_contrast: true (default): T contrasts q(z|x) with the Gaussian r(z|x) of q's mean
         and covariance instead of with p(z) (Mescheder et al. 2017, Sec. 4); false: plain AVB,
-        whose adversary lags a narrowing posterior (see vaeinf.methods.avb).
+        whose adversary lags a narrowing posterior (see vaeinf.core.methods.avb).
     contrast_samples: the draws per point, besides the K, from which (with the K) r's moments
         are estimated, with gradient (null: twice the latent size; "full" needs more than the
         latent size).
     contrast_covariance: "full" (default) or "diag" (the paper's r, which a rotated, thin q
-        defeats; see vaeinf.methods.avb).
+        defeats; see vaeinf.core.methods.avb).
     adversary_hidden: hidden widths of T (null: the model's hidden widths).
     adversary_lr, adversary_betas: Adam for T (the second optimizer; it does not follow the
         learning-rate schedule, which drives the encoder/decoder optimizer).

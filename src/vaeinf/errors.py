@@ -1,5 +1,5 @@
 """The errors a run can end with, and the exit status of each: one table shared by the command
-line (:mod:`vaeinf.cli`) and the workflow's job entry points (:mod:`vaeinf.study`).
+line (:mod:`vaeinf.cli`) and the workflow's job entry points (:mod:`vaeinf.study.grid`).
 
 An expected failure (bad config, missing or damaged data, a damaged run directory, a path that
 cannot be written, a full disk, too little memory) ends with one line ``vaeinf: error: ...``
@@ -37,7 +37,7 @@ class NonFiniteLoss(FloatingPointError):
 
 class DivergedObjective(NonFiniteLoss):
     """An epoch's training objective left the range a bound on log p(x) can have (see
-    :meth:`vaeinf.methods.base.Method.check_epoch`); stops training like a non-finite loss."""
+    :meth:`vaeinf.core.methods.base.Method.check_epoch`); stops training like a non-finite loss."""
 
 
 class Preempted(RuntimeError):

@@ -2,21 +2,22 @@
 
 A leaf module (no imports), read by :mod:`vaeinf.config`, the workflow's schema check and the
 Snakefile's wildcard constraints, so that none of them loads torch. The classes behind the names
-are looked up above it (:data:`vaeinf.methods.REGISTRY`, :data:`vaeinf.data.LOADERS`); a test
+are looked up above it (:data:`vaeinf.core.methods.REGISTRY`, :data:`vaeinf.core.data.LOADERS`); a
+test
 checks that both registries list exactly these names.
 """
 
-#: Datasets by name (loaders in :mod:`vaeinf.data`).
+#: Datasets by name (loaders in :mod:`vaeinf.core.data`).
 DATASETS = ("digits", "binarized_mnist", "mnist")
 
-#: Encoder gradient estimators (:func:`vaeinf.bounds.loss`).
+#: Encoder gradient estimators (:func:`vaeinf.core.bounds.loss`).
 ESTIMATORS = ("standard", "stl", "dreg")
 
-#: Training objectives (:func:`vaeinf.bounds.bound`).
+#: Training objectives (:func:`vaeinf.core.bounds.bound`).
 OBJECTIVES = ("elbo", "iwae")
 
 #: Inference methods by name -> the encoder gradient estimators each supports (classes in
-#: :mod:`vaeinf.methods`; options in :data:`vaeinf.config.METHOD_OPTIONS`).
+#: :mod:`vaeinf.core.methods`; options in :data:`vaeinf.config.METHOD_OPTIONS`).
 METHODS = {
     "vae": ("standard", "stl"),
     "iwae": ("standard", "stl", "dreg"),

@@ -1,6 +1,6 @@
 # Aggregation, tables and figures: cheap, from the runs' metrics.json and samples.npz only, so
 # a change here never retrains or re-evaluates. Each table and each figure is its own job whose
-# inputs include its own module (vaeinf.tables.NAME, vaeinf.figures.NAME), so editing one
+# inputs include its own module (vaeinf.report.tables.NAME, vaeinf.report.figures.NAME), so editing one
 # rebuilds only it.
 
 
@@ -15,7 +15,7 @@ rule aggregate:
     input:
         metrics=get_all_metrics,
         costs=get_all_costs,
-        code=library("aggregate"),
+        code=library("report.tidy"),
     output:
         summary="results/summary.csv",
         bounds="results/bounds.csv",
@@ -65,7 +65,7 @@ rule variables:
     input:
         summary=rules.aggregate.output.summary,
         cost=rules.aggregate.output.cost,
-        code=library("aggregate", "claims"),
+        code=library("report.tidy", "report.claims"),
     output:
         variables="paper/_variables.yml",
     log:

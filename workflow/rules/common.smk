@@ -10,12 +10,12 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from vaeinf import study
-from vaeinf.downloads import DOWNLOADS
-from vaeinf.figures import INPUTS as FIGURE_INPUTS
+from vaeinf.study import grid as study
+from vaeinf.core.downloads import DOWNLOADS
+from vaeinf.report.figures import INPUTS as FIGURE_INPUTS
 from vaeinf.names import DATASETS, METHODS
-from vaeinf.tables import INPUTS as TABLE_INPUTS
-from vaeinf.tables import TABLES
+from vaeinf.report.tables import INPUTS as TABLE_INPUTS
+from vaeinf.report.tables import TABLES
 
 # Job commands (vaeinf, python) come from the environment that runs Snakemake, also when it is
 # started as .venv/bin/snakemake without activating that environment.
@@ -97,7 +97,7 @@ def get_run_config(wildcards):
 def get_cost_contenders(wildcards):
     """(method, K) -> run config of every contender of the cost rule, as a list of pairs (params
     must be plain values)."""
-    from vaeinf.cost import study_contenders
+    from vaeinf.study.cost import study_contenders
 
     return [
         [list(k), v] for k, v in study_contenders(config, wildcards.dataset).items()
@@ -125,7 +125,7 @@ def get_figure_inputs(wildcards):
     """The figure's own module and the shared style (so a cosmetic edit of one figure redraws
     only it), and what it is drawn from: a table of the aggregate rule or the runs' samples.
     """
-    inputs = {"code": library(f"figures.{wildcards.figure}", "figures.style")}
+    inputs = {"code": library(f"report.figures.{wildcards.figure}", "report.figures.style")}
     for kind in FIGURE_INPUTS[wildcards.figure]:
         if kind == "samples":
             inputs["samples"] = run_files(
@@ -138,7 +138,7 @@ def get_figure_inputs(wildcards):
 
 def get_table_inputs(wildcards):
     """The table's own module and the shared formatting, and the aggregate tables it reads."""
-    inputs = {"code": library(f"tables.{wildcards.table}", "tables.format")}
+    inputs = {"code": library(f"report.tables.{wildcards.table}", "report.tables.format")}
     for kind in TABLE_INPUTS[wildcards.table]:
         inputs[kind] = getattr(rules.aggregate.output, kind)
     return inputs

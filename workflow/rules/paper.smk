@@ -1,7 +1,7 @@
 # The paper: the generated setup section, the interactive seed plot and the provenance
 # appendix, the manuscript check (no Quarto needed) and the rendering with Quarto (HTML, and PDF
 # through Typst). Without Quarto the default target (paper.render: auto) renders a preview
-# instead, with pandoc and the typst Python package (rule preview, vaeinf.preview), and says so.
+# instead, with pandoc and the typst Python package (rule preview, vaeinf.report.paper.preview), and says so.
 
 
 localrules:
@@ -15,7 +15,7 @@ localrules:
 
 rule setup:
     input:
-        code=library("manuscript"),
+        code=library("report.paper.check"),
     output:
         setup=f"{GEN}/setup.md",
     log:
@@ -33,7 +33,7 @@ rule seed_plot_html:
     input:
         summary=rules.aggregate.output.summary,
         cost=rules.aggregate.output.cost,
-        code=library("interactive"),
+        code=library("report.figures.interactive"),
     output:
         html=f"{GEN}/figures/seed_plot.html",
     log:
@@ -50,7 +50,7 @@ rule provenance:
     input:
         metrics=get_all_metrics,
         costs=get_all_costs,
-        code=library("provenance"),
+        code=library("report.provenance"),
     output:
         provenance=f"{GEN}/provenance.md",
     log:
@@ -76,7 +76,7 @@ rule check_manuscript:
         qmd="paper/index.qmd",
         quarto="paper/_quarto.yml",
         bib="paper/references.bib",
-        code=library("manuscript"),
+        code=library("report.paper.check"),
     output:
         report=f"{GEN}/manuscript-check.txt",
     log:
@@ -118,7 +118,7 @@ rule preview:
         quarto="paper/_quarto.yml",
         bib="paper/references.bib",
         lua="paper/preview.lua",
-        code=library("preview"),
+        code=library("report.paper.preview"),
     output:
         html=PREVIEW["html"],
         pdf=PREVIEW["pdf"],

@@ -1,9 +1,9 @@
-"""Snakemake job: the manuscript check, no Quarto needed (vaeinf.manuscript.write_check)."""
+"""Snakemake job: the manuscript check, no Quarto needed (vaeinf.report.paper.check.write_check)."""
 
 from pathlib import Path
 
-from vaeinf.manuscript import write_check
-from vaeinf.study import job_log
+from vaeinf.report.paper.check import write_check
+from vaeinf.study.grid import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):

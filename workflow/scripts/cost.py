@@ -1,7 +1,7 @@
-"""Snakemake job: seconds per epoch of every (method, K) of one dataset (vaeinf.cost)."""
+"""Snakemake job: seconds per epoch of every (method, K) of one dataset (vaeinf.study.cost)."""
 
-from vaeinf.cost import measure, write_cost
-from vaeinf.study import job_log
+from vaeinf.study.cost import measure, write_cost
+from vaeinf.study.grid import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):

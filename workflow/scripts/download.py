@@ -1,5 +1,5 @@
-"""Snakemake job: download and verify one dataset (vaeinf.study.snakemake_download)."""
+"""Snakemake job: download and verify one dataset (vaeinf.study.grid.snakemake_download)."""
 
-from vaeinf.study import snakemake_download
+from vaeinf.study.grid import snakemake_download
 
 snakemake_download(snakemake)  # noqa: F821

@@ -1,9 +1,10 @@
-"""Snakemake job: the paper rendered without Quarto, HTML and PDF (vaeinf.preview.render)."""
+"""Snakemake job: the paper rendered without Quarto, HTML and PDF
+(vaeinf.report.paper.preview.render)."""
 
 from pathlib import Path
 
-from vaeinf.preview import render
-from vaeinf.study import job_log
+from vaeinf.report.paper.preview import render
+from vaeinf.study.grid import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):

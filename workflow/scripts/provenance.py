@@ -1,7 +1,7 @@
-"""Snakemake job: the paper's provenance appendix (vaeinf.provenance.write_provenance)."""
+"""Snakemake job: the paper's provenance appendix (vaeinf.report.provenance.write_provenance)."""
 
-from vaeinf.provenance import write_provenance
-from vaeinf.study import job_log
+from vaeinf.report.provenance import write_provenance
+from vaeinf.study.grid import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):

@@ -1,9 +1,10 @@
-"""Snakemake job: the interactive seed plot for the HTML paper (vaeinf.interactive)."""
+"""Snakemake job: the interactive seed plot for the HTML paper
+(vaeinf.report.figures.interactive)."""
 
 import pandas as pd
 
-from vaeinf.interactive import seed_plot_html
-from vaeinf.study import job_log
+from vaeinf.report.figures.interactive import seed_plot_html
+from vaeinf.study.grid import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):

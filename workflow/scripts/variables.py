@@ -1,8 +1,8 @@
 """Snakemake job: the numbers and claims the paper quotes, paper/_variables.yml
-(vaeinf.aggregate, vaeinf.claims)."""
+(vaeinf.report.tidy, vaeinf.report.claims)."""
 
-from vaeinf.aggregate import write_variables
-from vaeinf.study import job_log
+from vaeinf.report.tidy import write_variables
+from vaeinf.study.grid import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):

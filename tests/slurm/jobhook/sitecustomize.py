@@ -13,7 +13,7 @@ What it does inside a job:
   job's CUDA_VISIBLE_DEVICES, the process's command line, and the Snakemake job it serves
   ("train:dataset=digits,method=vae,K=1,seed=0"). Snakemake's own process in the job gets the
   job from --target-jobs and passes it down to its children in the environment.
-* In a train script process, it also writes the INFO messages of the `vaeinf.train` logger,
+* In a train script process, it also writes the INFO messages of the `vaeinf.core.train` logger,
   such as "resuming RUN from epoch E batch B", as lines {"log": ...}. For that it sets this
   logger to INFO, so those messages also reach the rule's train.log.
 * Fault injection: when $VAEINF_SLURM_TEST_FAIL names a train job (the same string as above),
@@ -73,7 +73,7 @@ def _hook() -> None:
             def emit(self, rec: logging.LogRecord) -> None:
                 _write(record, {**base, "log": rec.getMessage()})
 
-        logger = logging.getLogger("vaeinf.train")
+        logger = logging.getLogger("vaeinf.core.train")
         logger.setLevel(logging.INFO)
         logger.addHandler(_Record(logging.INFO))
 

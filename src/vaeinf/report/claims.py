@@ -1,0 +1,430 @@
+"""The paper's findings as phrases chosen by the runs, each with the numbers behind it.
+
+Every sentence of the paper that states a direction or a comparison takes its wording from here,
+so the text says what the runs say, with its uncertainty:
+
+- a *change* between two conditions of the same runs (two values of K, two methods) is paired
+  over seeds: for every seed s run under both, d_s = x_b(s) - x_a(s); it is reported as the mean
+  of the d_s ± their standard error (s.d. / sqrt(n)) with the number n of seeds;
+- it is *resolved* when the two-sided paired t-test at level :data:`ALPHA` rejects a zero mean,
+  |mean| > t_{1 - ALPHA/2, n-1} · s.e. (Student 1908); then the phrase names its direction
+  ("improves by 0.51 ± 0.05 nats (3 seeds, paired)"), otherwise it says the difference does not
+  exceed the seed-to-seed spread, and with one seed that it cannot be told from noise;
+- a *comparison* names the best condition and its paired margin to the runner-up, resolved or
+  not by the same rule;
+- the *cost* trend reads the cost rule's table (:mod:`vaeinf.study.cost`): a growth from the
+smallest
+  to the largest K is resolved when the interquartile ranges of the step times at the two ends
+  do not overlap, and its shape (in proportion to K or less) is the elasticity
+  log(time ratio) / log(K ratio).
+
+Each function returns a :class:`Claim`: the phrase, and ``basis``, one line with the numbers
+and the rule that chose the words (listed by the manuscript check).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+#: Level of the paired t-test that decides whether a difference is resolved.
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    basis: str
+
+
+def t_quantile(n: int) -> float:
+    """t_{1 - ALPHA/2, n-1}, the multiple of the standard error a mean over n seeds must exceed
+    (scipy comes with scikit-learn, a dependency of vaeinf)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(1 - ALPHA / 2, n - 1)) if n > 1 else math.inf
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Per-seed values (paired differences, or one quantity per seed) and their mean ± s.e."""
+
+    values: tuple[float, ...]
+    seeds: tuple
+    label: str
+    paired: bool = True
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values)) if self.values else math.nan
+
+    @property
+    def se(self) -> float:
+        return float(np.std(self.values, ddof=1) / math.sqrt(self.n)) if self.n > 1 else math.nan
+
+    @property
+    def identical(self) -> bool:
+        """Every paired difference is exactly zero (e.g. two objectives that coincide)."""
+        return self.n > 0 and all(v == 0 for v in self.values)
+
+    @property
+    def resolved(self) -> bool:
+        return self.n > 1 and abs(self.mean) > t_quantile(self.n) * self.se
+
+    def decimals(self, digits: int = 2) -> int:
+        """``digits``, or up to 4 when the standard error is below 10^-digits (so a small s.e.
+        keeps a nonzero digit)."""
+        # One seed: no s.e., so the size of the value itself sets the digits.
+        scale = self.se if self.n > 1 else abs(self.mean)
+        if not np.isfinite(scale) or scale <= 0:
+            return digits
+        return int(min(4, max(digits, -math.floor(math.log10(scale)))))
+
+    def pm(self, unit: str, digits: int = 2, signed: bool = True, absolute: bool = False) -> str:
+        """``+0.51 ± 0.05 nats`` (one seed: ``+0.51 nats``)."""
+        d = self.decimals(digits)
+        m = abs(self.mean) if absolute else self.mean
+        value = f"{m:+.{d}f}" if signed and not absolute else f"{m:.{d}f}"
+        value = value.replace("-", "−")
+        spread = f" ± {self.se:.{d}f}" if self.n > 1 else ""
+        return f"{value}{spread}{' ' + unit if unit else ''}"
+
+    def note(self) -> str:
+        seeds = f"{self.n} seed{'s' if self.n != 1 else ''}"
+        return f"{seeds}, paired" if self.paired else seeds
+
+    def basis(self) -> str:
+        values = ", ".join(f"{v:+.4g}" for v in self.values)
+        seeds = ", ".join(str(s) for s in self.seeds)
+        head = f"{self.label} over seeds [{seeds}]: [{values}]"
+        if self.n == 0:
+            return f"{self.label}: no seed has both conditions"
+        if self.n == 1:
+            return f"{head}; one seed: no test"
+        t = t_quantile(self.n)
+        verdict = "resolved" if self.resolved else "not resolved"
+        return (
+            f"{head}; mean {self.mean:+.4g}, s.e. {self.se:.3g} ({self.note()}); "
+            f"|mean| {'>' if self.resolved else '<='} t({1 - ALPHA / 2:g}, {self.n - 1}) · s.e. "
+            f"= {t * self.se:.3g}: {verdict}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-seed values
+
+
+def _select(df: pd.DataFrame, where: dict) -> pd.DataFrame:
+    mask = np.ones(len(df), dtype=bool)
+    for k, v in where.items():
+        mask &= (df[k] == v).to_numpy()
+    return df[mask]
+
+
+def _describe(where: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in where.items())
+
+
+def by_seed(df: pd.DataFrame, column: str, where: dict) -> pd.Series:
+    """``column`` of the runs matching ``where``, indexed by seed (missing values dropped)."""
+    d = _select(df, where)
+    s = pd.to_numeric(d[column], errors="coerce") if column in d else pd.Series(dtype=float)
+    return pd.Series(s.to_numpy(), index=d["seed"].to_numpy()).dropna()
+
+
+def paired(df: pd.DataFrame, column: str, a: dict, b: dict, label: str | None = None) -> Estimate:
+    """x_b(s) - x_a(s) of ``column`` for every seed run under both conditions ``a`` and ``b``
+    (dicts of column -> value, e.g. {"method": "iwae", "K": 1})."""
+    xa, xb = by_seed(df, column, a), by_seed(df, column, b)
+    seeds = sorted(set(xa.index) & set(xb.index))
+    diffs = tuple(float(xb[s] - xa[s]) for s in seeds)
+    label = label or f"{column}({_describe(b)}) − {column}({_describe(a)})"
+    return Estimate(diffs, tuple(seeds), label)
+
+
+def over_seeds(df: pd.DataFrame, column: str, where: dict, label: str | None = None) -> Estimate:
+    """One value of ``column`` per seed (already a difference within each run)."""
+    x = by_seed(df, column, where).sort_index()
+    label = label or f"{column}({_describe(where)})"
+    return Estimate(tuple(float(v) for v in x), tuple(x.index), label, paired=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Phrases
+
+
+@dataclass(frozen=True)
+class Words:
+    """How a change of a quantity reads: verbs for an increase and a decrease, the phrase for
+    a difference within the seed-to-seed spread, and the unit."""
+
+    up: str = "grows"
+    down: str = "shrinks"
+    null: str = "does not change beyond seed-to-seed spread"
+    same: str = "does not change at all (the same value in every seed)"
+    unit: str = "nats"
+    digits: int = 2
+
+
+NLL = Words(up="worsens", down="improves")
+
+
+def change(est: Estimate, subject: str, words: Words = Words()) -> Claim:
+    """One quantity's change: ``"<subject> improves by 0.51 ± 0.05 nats (3 seeds, paired)"``."""
+    w = words
+    if est.n == 0:
+        text = f"{subject} cannot be compared: no seed was run under both conditions"
+    elif est.n == 1:
+        text = (
+            f"the change of {subject} ({est.pm(w.unit, w.digits)}) cannot be told from noise "
+            "with one seed"
+        )
+    elif est.identical:
+        text = f"{subject} {w.same}"
+    elif est.resolved:
+        verb = w.up if est.mean > 0 else w.down
+        text = f"{subject} {verb} by {est.pm(w.unit, w.digits, absolute=True)} ({est.note()})"
+    else:
+        text = f"{subject} {w.null} ({est.pm(w.unit, w.digits)}, {est.note()})"
+    return Claim(text, est.basis())
+
+
+def grouped(ests: dict[str, Estimate], words: Words = Words()) -> Claim:
+    """The same change for several members (methods), grouped by its decision:
+    ``"improves for iwae (by 0.51 ± 0.05 nats) and flow (by ...), and does not change beyond
+    seed-to-seed spread for vae (+0.02 ± 0.03 nats), paired over 3 seeds"``. The caller puts
+    the subject in front."""
+    w = words
+    ests = {k: e for k, e in ests.items() if e.n > 0}
+    basis = "; ".join(f"{k}: {e.basis()}" for k, e in ests.items())
+    if not ests:
+        return Claim("cannot be compared: no seed was run under both conditions", basis)
+    n = min(e.n for e in ests.values())
+    if max(e.n for e in ests.values()) == 1:
+        moved = {k: e for k, e in ests.items() if not e.identical}
+        parts = []
+        if moved:
+            values = _join(f"{k} {e.pm(w.unit, w.digits)}" for k, e in moved.items())
+            verb = "changes" if all(e.paired for e in moved.values()) else "differs"
+            parts.append(f"{verb} by {values}, which cannot be told from noise with one seed")
+        same = [k for k, e in ests.items() if e.identical]
+        if same:
+            parts.append(f"{w.same} for {_join(same)}")
+        return Claim(", and ".join(parts), basis)
+    up = {k: e for k, e in ests.items() if e.resolved and e.mean > 0}
+    down = {k: e for k, e in ests.items() if e.resolved and e.mean < 0}
+    same = {k: e for k, e in ests.items() if e.identical}
+    null = {k: e for k, e in ests.items() if not e.resolved and not e.identical}
+    parts = []
+    for verb, group in ((w.down, down), (w.up, up)):
+        if group:
+            members = _join(
+                f"{k} (by {e.pm(w.unit, w.digits, absolute=True)})" for k, e in group.items()
+            )
+            parts.append(f"{verb} for {members}")
+    if null:
+        members = _join(f"{k} ({e.pm(w.unit, w.digits)})" for k, e in null.items())
+        parts.append(f"{w.null} for {members}")
+    if same:
+        parts.append(f"{w.same} for {_join(same)}")
+    kind = "paired over" if all(e.paired for e in ests.values()) else "mean ± s.e. over"
+    text = ", and ".join(parts) if len(parts) < 3 else "; ".join(parts[:-1]) + "; and " + parts[-1]
+    return Claim(f"{text}, {kind} {n} seed{'s' if n != 1 else ''}", basis)
+
+
+def ranking(
+    values: pd.DataFrame,
+    what: str,
+    lower_is_better: bool = True,
+    unit: str = "nats",
+    digits: int = 2,
+    name=str,
+) -> Claim:
+    """The best key of ``values`` (columns key, seed, value) by its mean over seeds, and its
+    margin to the runner-up, paired over seeds: ``"flow has the lowest test NLL (30.12 nats),
+    0.31 ± 0.05 nats below the runner-up iwae (3 seeds, paired)"``. ``name`` turns a key into
+    words."""
+    values = values.dropna(subset=["value"])
+    means = values.groupby("key", sort=False)["value"].mean()
+    if means.empty:
+        return Claim(f"no run has a {what}", "no values")
+    order = means.sort_values(ascending=lower_is_better, kind="stable").index
+    best = order[0]
+    sup = "lowest" if lower_is_better else "highest"
+    value = f"{means[best]:.{digits}f}{' ' + unit if unit else ''}"
+    if len(order) == 1:
+        return Claim(f"{name(best)} has the only {what} ({value})", f"one key: {best}")
+    runner = order[1]
+    wide = values.pivot_table(index="seed", columns="key", values="value")
+    both = wide[[best, runner]].dropna()
+    sign = 1 if lower_is_better else -1
+    est = Estimate(
+        tuple(float(v) for v in sign * (both[runner] - both[best])),
+        tuple(both.index),
+        f"margin of {name(best)} over {name(runner)} in {what}",
+    )
+    side = "below" if lower_is_better else "above"
+    if est.identical:
+        text = (
+            f"{name(best)} and {name(runner)} share the {sup} {what} ({value}; identical in "
+            f"{'the one seed' if est.n == 1 else f'each of the {est.n} seeds'})"
+        )
+    elif est.n <= 1:
+        margin = f"{abs(means[runner] - means[best]):.{digits}f}"
+        text = (
+            f"{name(best)} has the {sup} {what} ({value}), {margin} {unit} {side} "
+            f"{name(runner)}, a margin that cannot be told from noise with one seed"
+        )
+    elif est.resolved and est.mean > 0:
+        text = (
+            f"{name(best)} has the {sup} {what} ({value}), "
+            f"{est.pm(unit, digits, signed=False)} {side} the runner-up {name(runner)} "
+            f"({est.note()})"
+        )
+    else:
+        text = (
+            f"{name(best)} has the {sup} mean {what} ({value}), but its margin over "
+            f"{name(runner)}, {est.pm(unit, digits)} ({est.note()}), is within seed-to-seed "
+            "spread"
+        )
+    ranks = ", ".join(f"{name(k)} {means[k]:.4g}" for k in order)
+    return Claim(text, f"means over seeds: {ranks}; {est.basis()}")
+
+
+def long_values(df: pd.DataFrame, column: str, key: str, where: dict) -> pd.DataFrame:
+    """(key, seed, value) rows of ``column`` for the runs matching ``where``, for
+    :func:`ranking`."""
+    d = _select(df, where)
+    return pd.DataFrame(
+        {
+            "key": d[key].to_numpy(),
+            "seed": d["seed"].to_numpy(),
+            "value": pd.to_numeric(d[column], errors="coerce").to_numpy(),
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost (the cost rule's table: one timing per (method, K), step-time quartiles, no seeds)
+
+
+def cost_growth(cost: pd.DataFrame, method: str) -> dict:
+    """How one method's seconds per epoch grow with K: the factor from the smallest to the
+    largest K and its interquartile bounds; whether the growth is resolved (the interquartile
+    ranges of the step times at the two ends do not overlap), and at each step between
+    consecutive K; and the elasticity log(factor) / log(K ratio), 1 when the time is in
+    proportion to K."""
+    c = cost[cost["method"] == method].sort_values("K")
+    ks, t = c["K"].to_numpy(float), c["sec_per_epoch"].to_numpy(float)
+    per = c["batches_per_epoch"].to_numpy(float)
+    q1, q3 = c["step_s_q1"].to_numpy(float) * per, c["step_s_q3"].to_numpy(float) * per
+    if len(ks) < 2:
+        return {"n_K": len(ks)}
+    return {
+        "n_K": len(ks),
+        "K_min": int(ks[0]),
+        "K_max": int(ks[-1]),
+        "factor": t[-1] / t[0],
+        "factor_low": q1[-1] / q3[0],
+        "factor_high": q3[-1] / q1[0],
+        "grows": bool(q1[-1] > q3[0]),
+        "steps": [bool(q1[i + 1] > q3[i]) for i in range(len(ks) - 1)],
+        "slope": float(np.log(t[-1] / t[0]) / np.log(ks[-1] / ks[0])),
+    }
+
+
+#: Elasticities of the time per epoch in K read as "about in proportion to K".
+PROPORTIONAL = (0.85, 1.15)
+
+
+def shape(slope: float) -> str:
+    if slope < PROPORTIONAL[0]:
+        return "less than in proportion to K"
+    if slope > PROPORTIONAL[1]:
+        return "faster than in proportion to K"
+    return "about in proportion to K"
+
+
+def cost_trend(cost: pd.DataFrame, methods: list[str]) -> Claim:
+    """``"grows with K for every method, ×9.9 (median; ×9.1–×10.2) from K = 1 to
+    K = 50 (50 times the samples): less than in proportion to K (elasticity 0.52–0.61)"``;
+    methods whose growth is not resolved are named apart. The caller puts the subject ("the
+    time per epoch") in front."""
+    g = {m: cost_growth(cost, m) for m in methods if (cost["method"] == m).any()}
+    g = {m: v for m, v in g.items() if v["n_K"] >= 2}
+    if not g:
+        return Claim("cannot be compared across K: the study has one value of K", "one K")
+    basis = "; ".join(
+        f"{m}: ×{v['factor']:.3g} from K = {v['K_min']} to {v['K_max']} (interquartile "
+        f"×{v['factor_low']:.3g}–×{v['factor_high']:.3g}), resolved: {v['grows']}, "
+        f"steps between consecutive K resolved: {v['steps']}, elasticity {v['slope']:.3f}"
+        for m, v in g.items()
+    )
+    k0, k1 = next(iter(g.values()))["K_min"], next(iter(g.values()))["K_max"]
+    growing = {m: v for m, v in g.items() if v["grows"]}
+    other = {m: v for m, v in g.items() if not v["grows"]}
+    parts = []
+    if growing:
+        factors = [v["factor"] for v in growing.values()]
+        slopes = [v["slope"] for v in growing.values()]
+        shapes = {m: shape(v["slope"]) for m, v in growing.items()}
+        who = "every method" if not other else _join(growing)
+        lo, hi = f"×{min(factors):.1f}", f"×{max(factors):.1f}"
+        spread = lo if lo == hi else f"×{np.median(factors):.1f} (median; {lo}–{hi})"
+        if len(set(shapes.values())) == 1:
+            form = next(iter(shapes.values()))
+            lo, hi = f"{min(slopes):.2f}", f"{max(slopes):.2f}"
+            form = f"{form} (elasticity {lo if lo == hi else lo + '–' + hi})"
+        else:
+            form = "; ".join(
+                f"{s} for {_join(m for m in shapes if shapes[m] == s)}"
+                for s in dict.fromkeys(shapes.values())
+            )
+        parts.append(
+            f"grows with K for {who}, {spread} from K = {k0} to K = {k1} "
+            f"({k1 / k0:g} times the samples): {form}"
+        )
+    if other:
+        members = _join(f"{m} (×{v['factor']:.2f})" for m, v in other.items())
+        parts.append(
+            f"for {members} the change from K = {k0} to K = {k1} does not exceed the "
+            "interquartile range of the step times"
+        )
+    if not growing:
+        members = _join(f"{m} ×{v['factor']:.2f}" for m, v in other.items())
+        text = (
+            f"does not change from K = {k0} to K = {k1} beyond the interquartile range of the "
+            f"step times ({members})"
+        )
+        return Claim(text, basis)
+    return Claim("; ".join(parts), basis)
+
+
+def _join(items) -> str:
+    items = [str(i) for i in items]
+    if len(items) <= 2:
+        return " and ".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def rule_text(n_seeds: int) -> str:
+    """The decision rule in words, for the paper."""
+    if n_seeds < 2:
+        return (
+            "With one seed per configuration no difference can be told from seed-to-seed noise; "
+            "differences are reported as measured, without a test"
+        )
+    return (
+        "Differences between two conditions are paired over seeds (the same seed under both) "
+        "and reported as the mean ± standard error of the paired differences; a difference is "
+        f"called resolved when a two-sided paired t-test rejects no difference at the "
+        f"{100 * ALPHA:g} % level, i.e. when |mean| exceeds {t_quantile(n_seeds):.2f} standard "
+        f"errors with {n_seeds} seeds, and is otherwise said to be within seed-to-seed spread"
+    )

@@ -1,0 +1,62 @@
+"""The study's figures (seaborn/matplotlib), each saved as PNG (for the paper) and PDF.
+
+One module per figure, each with a ``draw`` function and the ``INPUT`` it is drawn from; the
+workflow's figure rule depends on the figure's own module (and :mod:`vaeinf.report.figures.style`),
+so
+a cosmetic edit redraws only that figure. Every figure is drawn from the aggregated tables
+(``summary.csv``, ``per_dim.csv``; see :mod:`vaeinf.report.tidy`) or, for the image grids, from the
+runs' ``samples.npz``; none of them touches a model. Datasets are rows (or panels) of one
+figure, so the paper's labels do not depend on the study's grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from vaeinf.report.figures import (
+    active_units_vs_k,
+    bound_gap,
+    gaps,
+    kl_per_dim,
+    nll_vs_k,
+    prior_samples,
+    reconstructions,
+    seed_plot,
+    style,
+)
+
+_MODULES = (
+    seed_plot,
+    nll_vs_k,
+    active_units_vs_k,
+    kl_per_dim,
+    bound_gap,
+    gaps,
+    reconstructions,
+    prior_samples,
+)
+
+#: figure name -> its drawing function
+FIGURES: dict[str, Callable] = {m.__name__.rsplit(".", 1)[-1]: m.draw for m in _MODULES}
+
+#: figure name -> what it is drawn from, in the order of its arguments: tables of the
+#: aggregate rule ("summary", "per_dim", "cost") or the runs' image arrays ("samples")
+INPUTS: dict[str, tuple[str, ...]] = {m.__name__.rsplit(".", 1)[-1]: m.INPUT for m in _MODULES}
+
+
+def draw(name: str, inputs: dict, methods=None, n_images: int = 8):
+    """Draw figure ``name`` from ``inputs`` ({"summary"|"per_dim"|"cost": csv, "samples":
+    [npz]})."""
+    if INPUTS[name] == ("samples",):
+        data = style.read_samples(inputs["samples"])
+        return FIGURES[name](data, methods=methods, n_images=n_images)
+    return FIGURES[name](*(pd.read_csv(inputs[k]) for k in INPUTS[name]), methods=methods)
+
+
+def make_figure(
+    name: str, inputs: dict, png: str | Path, pdf: str | Path, methods=None, n_images=8
+) -> None:
+    style.save(draw(name, inputs, methods=methods, n_images=n_images), png, pdf)

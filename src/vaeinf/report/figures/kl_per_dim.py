@@ -1,0 +1,47 @@
+"""Per-dimension KL(q(z_i|x) || p(z_i)), dimensions sorted, per method and K.
+
+Drawn from results/per_dim.csv."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from vaeinf.report.figures import style
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: What the figure is drawn from (see :data:`vaeinf.report.figures.INPUTS`).
+INPUT = ("per_dim",)
+
+
+def draw(per_dim: pd.DataFrame, methods=None, **_) -> Figure:
+    """Per-dimension KL, dimensions sorted by KL per run, mean over seeds; a line per K."""
+    plt, sns = style.lib()
+    style.theme()
+    d = per_dim.copy()
+    d["rank"] = d.groupby(["dataset", "method", "K", "seed"])["kl"].rank(
+        ascending=False, method="first"
+    )
+    datasets, methods = style.datasets_order(d), style.methods_order(d, methods)
+    ks = sorted(d["K"].unique())
+    pal = dict(zip(ks, sns.color_palette("viridis", len(ks)), strict=True))
+    fig, panels = style.panels(datasets, methods, 2.6, 2.4, sharey=True)
+    floor = 1e-4
+    for ax, dataset, method, first, _last in panels:
+        g = d[(d["dataset"] == dataset) & (d["method"] == method)]
+        for K in ks:
+            gk = g[g["K"] == K].groupby("rank")["kl"].mean()
+            ax.plot(gk.index, gk.clip(lower=floor), marker=".", color=pal[K], label=f"K={K}")
+        ax.set_yscale("log")
+        ax.axhline(0.01, color="0.5", lw=0.8, ls=":")
+        ax.set_title(method if len(datasets) == 1 else f"{dataset}: {method}")
+        ax.set_xlabel("latent dimension (sorted)")
+        if first:
+            ax.set_ylabel("KL per dimension (nats)")
+    handles, labels = panels[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), title="training K")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,22 @@
+"""Test NLL (importance-sampled, K = nll_k) against the training K.
+
+Drawn from results/summary.csv."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from vaeinf.report.figures import style
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: What the figure is drawn from (see :data:`vaeinf.report.figures.INPUTS`).
+INPUT = ("summary",)
+
+
+def draw(summary: pd.DataFrame, methods=None, **_) -> Figure:
+    nll_k = int(summary["nll_k"].iloc[0])
+    return style.per_dataset_lines(summary, "nll", f"test NLL (nats, $L_{{{nll_k}}}$)", methods)

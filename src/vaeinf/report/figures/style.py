@@ -1,0 +1,200 @@
+"""What every figure shares: the plotting libraries (imported on first use), the theme, method
+order and colours, the K axis, the panel layouts and the image strips, and saving as PNG + PDF.
+
+Editing this module redraws every figure; editing one figure's module redraws only that one.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from vaeinf.rundir import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def lib():
+    """(pyplot, seaborn), imported on first use: the workflow reads :data:`FIGURES` when it
+    starts, and should not pay for plotting libraries then."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    return plt, sns
+
+
+def theme() -> None:
+    lib()[1].set_theme(style="whitegrid", context="paper", font_scale=1.0)
+
+
+def methods_order(df: pd.DataFrame, methods: list[str] | None) -> list[str]:
+    present = list(dict.fromkeys(df["method"]))
+    if methods:
+        return [m for m in methods if m in present] + [m for m in present if m not in methods]
+    return present
+
+
+def datasets_order(df: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(df["dataset"]))
+
+
+def palette(methods: list[str]) -> dict[str, tuple]:
+    plt, sns = lib()
+    return dict(zip(methods, sns.color_palette("colorblind", len(methods)), strict=False))
+
+
+def k_axis(ax, ks) -> None:
+    ax.set_xscale("log")
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.minorticks_off()
+
+
+def per_dataset_lines(
+    summary: pd.DataFrame, y: str, ylabel: str, methods=None, logy: bool = False
+) -> Figure:
+    """One panel per dataset: ``y`` against K, a line per method, error bars s.d. over seeds."""
+    plt, sns = lib()
+    theme()
+    datasets, methods = datasets_order(summary), methods_order(summary, methods)
+    ks = sorted(summary["K"].unique())
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(4.2 * len(datasets) + 1.6, 3.2), squeeze=False
+    )
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        d = summary[summary["dataset"] == dataset]
+        sns.lineplot(
+            data=d,
+            x="K",
+            y=y,
+            hue="method",
+            hue_order=methods,
+            palette=palette(methods),
+            style="method",
+            style_order=methods,
+            markers=True,
+            dashes=False,
+            errorbar="sd",
+            err_style="bars",
+            ax=ax,
+            legend=ax is axes[0][-1],
+        )
+        k_axis(ax, ks)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(dataset)
+        ax.set_xlabel("K (training samples)")
+        ax.set_ylabel(ylabel)
+    leg = axes[0][-1].get_legend()
+    if leg is not None:
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title="method")
+    fig.tight_layout()
+    return fig
+
+
+def panels(datasets, methods, width: float, height: float, ncol: int = 3, **kw):
+    """One panel per (dataset, method), methods wrapped into rows of ``ncol``; unused panels
+    hidden. Returns (figure, [(axis, dataset, method, is_first_column, is_last_column)])."""
+    plt, _ = lib()
+    ncol = min(ncol, len(methods))
+    rows_per = math.ceil(len(methods) / ncol)
+    fig, axes = plt.subplots(
+        rows_per * len(datasets),
+        ncol,
+        figsize=(width * ncol + 1.2, height * rows_per * len(datasets) + 0.4),
+        squeeze=False,
+        **kw,
+    )
+    panels = []
+    for r, dataset in enumerate(datasets):
+        for i, method in enumerate(methods):
+            row, col = r * rows_per + i // ncol, i % ncol
+            last = col == ncol - 1 or i == len(methods) - 1
+            panels.append((axes[row][col], dataset, method, col == 0, last))
+        for i in range(len(methods), rows_per * ncol):
+            axes[r * rows_per + i // ncol][i % ncol].set_visible(False)
+    return fig, panels
+
+
+def image_side(dim: int) -> int:
+    side = int(round(math.sqrt(dim)))
+    if side * side != dim:
+        raise ValueError(f"cannot show images of {dim} pixels as squares")
+    return side
+
+
+def strip(images: np.ndarray, n: int) -> np.ndarray:
+    """(N, D) flattened square images -> one (side, n*(side+1)) strip with 1-pixel gaps."""
+    side = image_side(images.shape[1])
+    out = np.zeros((side, n * (side + 1) - 1), dtype=np.float32)  # white gaps
+    for i, img in enumerate(images[:n]):
+        out[:, i * (side + 1) : i * (side + 1) + side] = img.reshape(side, side)
+    return out
+
+
+def read_samples(paths: list[str | Path]) -> dict[tuple[str, str], dict]:
+    """{(dataset, method): arrays} of the runs' samples.npz; each file names its own run."""
+    out = {}
+    for p in paths:
+        with np.load(p) as z:
+            arrays = {k: z[k] for k in z.files}
+        out[(str(arrays["dataset"]), str(arrays["method"]))] = arrays
+    return out
+
+
+def image_rows(samples, methods, n_images, make) -> Figure:
+    """One strip of images (``make(arrays)``) per (dataset, method) of ``samples``, in the
+    order of ``methods`` (None: as they come)."""
+    plt, sns = lib()
+    theme()
+    methods = methods or list(dict.fromkeys(m for _, m in samples))
+    datasets = list(dict.fromkeys(d for d, _ in samples))
+    keys = sorted(
+        (k for k in samples if k[1] in methods),
+        key=lambda k: (datasets.index(k[0]), methods.index(k[1])),
+    )
+    strips = [make(samples[k]) for k in keys]
+    width = max(s.shape[1] for s in strips)
+    height = sum(s.shape[0] for s in strips)
+    fig_w = 7.0
+    fig_h = max(1.5, fig_w * height / width * 1.15 + 0.3)
+    fig, axes = plt.subplots(
+        len(keys),
+        1,
+        figsize=(fig_w, fig_h),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [s.shape[0] for s in strips]},
+    )
+    for ax, key, strip in zip(axes[:, 0], keys, strips, strict=True):
+        ax.imshow(strip, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for s in ax.spines.values():
+            s.set_visible(False)
+        label = key[1] if len(datasets) == 1 else f"{key[0]}\n{key[1]}"
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout(h_pad=0.3)
+    return fig
+
+
+def save(fig: Figure, png: str | Path, pdf: str | Path, dpi: int = 200) -> None:
+    """Save atomically as PNG and PDF (PDF metadata without a date, so reruns are stable)."""
+    plt, _ = lib()
+
+    for path, fmt, extra in (
+        (png, "png", {"dpi": dpi, "metadata": {"Software": None}}),
+        (pdf, "pdf", {"metadata": {"CreationDate": None, "Creator": None, "Producer": None}}),
+    ):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, bbox_inches="tight", **extra)
+        atomic_write_bytes(path, buf.getvalue())
+    plt.close(fig)

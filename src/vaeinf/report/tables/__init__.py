@@ -1,0 +1,28 @@
+"""The paper's Markdown tables, one module per table, each with a ``make(summary, methods)``
+returning the table's Markdown. The workflow's table rule depends on the table's own module
+(and :mod:`vaeinf.report.tables.format`), so editing one table rebuilds only that one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from vaeinf.report.tables import active_units, collapse, gaps, nll, time
+from vaeinf.rundir import atomic_write_text
+
+_MODULES = (nll, gaps, active_units, collapse, time)
+
+#: table name -> function of (the tables it reads..., method order) returning Markdown
+TABLES: dict[str, Callable[..., str]] = {m.__name__.rsplit(".", 1)[-1]: m.make for m in _MODULES}
+
+#: table name -> the aggregate tables it reads ("summary", "cost"), in the order of its arguments
+INPUTS: dict[str, tuple[str, ...]] = {m.__name__.rsplit(".", 1)[-1]: m.INPUT for m in _MODULES}
+
+
+def write_table(name: str, inputs: dict, out: str | Path, methods=None) -> None:
+    """Write table ``name`` from ``inputs`` ({"summary"|"cost": csv}) to ``out``."""
+    frames = [pd.read_csv(inputs[k]) for k in INPUTS[name]]
+    atomic_write_text(out, TABLES[name](*frames, methods))

@@ -1,0 +1,40 @@
+"""Posterior collapse: total KL, collapsed units, mutual information and reconstruction error,
+per dataset x method x K (mean ± s.d. over seeds)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from vaeinf.report.tables.format import markdown_table, mean_sd, order
+
+#: The aggregate tables it reads, in the order of make's arguments.
+INPUT = ("summary",)
+
+
+def make(summary: pd.DataFrame, methods: list[str] | None = None) -> str:
+    """Rows dataset x method x K: total KL, collapsed units, mutual information, reconstruction."""
+    df = order(summary, methods)
+    multi = df["dataset"].nunique() > 1
+    header = (["Dataset"] if multi else []) + [
+        "Method",
+        "K",
+        "KL (nats)",
+        "Collapsed units",
+        "MI (nats)",
+        "−log p(x\\|z) (nats)",
+    ]
+    rows = []
+    for (dataset, method, K), g in df.groupby(["dataset", "method", "K"], sort=False):
+        rows.append(
+            ([dataset] if multi else [])
+            + [
+                method,
+                str(K),
+                mean_sd(g["kl_total"]),
+                f"{g['collapsed_units'].mean():.1f} / {int(g['latent'].iloc[0])}",
+                mean_sd(g["mutual_information"]),
+                mean_sd(g["recon_bce"]),
+            ]
+        )
+    align = ["l"] * (2 if multi else 1) + ["r"] * 5
+    return markdown_table(header, rows, align)

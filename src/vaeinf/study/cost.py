@@ -1,0 +1,213 @@
+"""The cost axis of the study: seconds per training epoch of every (method, K), measured fairly.
+
+Training logs record each epoch's wall time, but jobs that run side by side on a shared machine,
+over epochs of a few batches, time each other's load rather than their own work. This module
+times the training step of every contender (method, K) of a dataset in one job:
+
+- every contender lives in its own worker process (its own model, optimizer state and memory
+  allocator: interleaving several large models in one process inflated a K = 50 step 2-3x
+  through allocator churn), all started before timing begins;
+- the coordinator runs rounds; in each round every contender, in turn, times at least ``steps``
+  training steps on random minibatches of the training set, and goes on until they add up to
+  ``min_seconds`` (so a step of a millisecond gets dozens of samples), while the others wait
+  idle; the order rotates from round to round, so a change in the machine's load hits every
+  contender alike. Each turn begins with one untimed step, which pays for the caches and
+  memory pages the other workers evicted while this one waited;
+- the first ``warmup`` rounds are not counted; on a GPU every step is synchronized before the
+  clock is read;
+- a contender's step time is its *fastest* counted step, and seconds per epoch = step time x
+  minibatches per epoch (validation and checkpointing excluded, as they do not depend on the
+  method); the ratio is to the reference contender (``vae`` at the smallest K when it is part
+  of the study, else the first method). The quartiles and median of all counted steps are
+  reported beside it, as the spread that the machine's load added. Interference only ever adds
+  time, so the fastest step is the part that reproduces: on a shared 2-core machine, from the
+  step times of two runs of this rule back to back, ratios of median step times differed by up
+  to 19% (pooled) or 29% (paired with the reference timed next to each turn), the ratios of the
+  fastest steps by at most 5% (the case timeit's documentation makes for the minimum).
+
+Output: one CSV row per contender (:data:`COLUMNS`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+COLUMNS = [
+    "dataset",
+    "method",
+    "K",
+    "device",
+    "batch_size",
+    "batches_per_epoch",
+    "step_s",
+    "step_s_q1",
+    "step_s_median",
+    "step_s_q3",
+    "sec_per_epoch",
+    "ratio",
+    "reference",
+    "timed_steps",
+    "threads",
+]
+
+
+def _worker(overrides: dict, threads: int) -> None:
+    """One contender (``python -m vaeinf.study.cost WORKER_JSON``): build the run's model, then for
+    every line ``n s`` read on stdin time at least ``n`` training steps and at least ``s``
+    seconds of them, answering one JSON line (the step times) each."""
+    import torch
+
+    from vaeinf.config import load_config
+    from vaeinf.core.train import prepare
+
+    torch.set_num_threads(threads)
+    cfg = load_config(None, overrides)
+    data, model, device = prepare(cfg)
+    optimizers = model.make_optimizers(cfg.train.lr, cfg.train.betas, cfg.train.eps)
+    train_x = data.train.to(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    batch = min(cfg.train.batch_size, len(train_x))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    model.train()
+
+    def timed_step() -> float:
+        x = data.binarize(train_x[torch.randint(len(train_x), (batch,), generator=gen)])
+        sync()
+        t0 = time.perf_counter()
+        model.train_step(x, cfg.K, cfg.estimator, optimizers)
+        sync()
+        return time.perf_counter() - t0
+
+    _answer([str(device), math.ceil(len(train_x) / cfg.train.batch_size)])
+    for line in sys.stdin:
+        steps, min_seconds = line.split()
+        n, floor = int(steps), float(min_seconds)
+        # One untimed step first: after waiting idle, the first step pays for the caches and
+        # memory pages that the other workers' bursts evicted, a cost of the timing setup.
+        timed_step()
+        times: list[float] = []
+        while len(times) < n or sum(times) < floor:
+            times.append(timed_step())
+        _answer(times)
+
+
+def _answer(value) -> None:
+    sys.stdout.write(json.dumps(value) + "\n")
+    sys.stdout.flush()
+
+
+def _ask(proc: subprocess.Popen, steps: int | None = None, min_seconds: float = 0.0):
+    if steps is not None:
+        proc.stdin.write(f"{steps} {min_seconds!r}\n")
+        proc.stdin.flush()
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"a timing worker exited with status {proc.wait()} (its stderr above)")
+    return json.loads(line)
+
+
+def measure(
+    contenders: dict[tuple[str, int], dict],
+    rounds: int = 15,
+    warmup: int = 2,
+    steps: int = 10,
+    min_seconds: float = 0.0,
+    threads: int = 1,
+) -> list[dict]:
+    """Time every contender ((method, K) -> its run config overrides); one row per contender."""
+    keys = list(contenders)
+    methods = [m for m, _ in keys]
+    ref_method = "vae" if "vae" in methods else methods[0]
+    ref_key = (ref_method, min(K for m, K in keys if m == ref_method))
+    workers: dict[tuple[str, int], subprocess.Popen] = {}
+    try:
+        for key in keys:
+            spec = json.dumps({"overrides": contenders[key], "threads": threads})
+            workers[key] = subprocess.Popen(
+                [sys.executable, "-m", "vaeinf.study.cost", spec],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=dict(os.environ, OMP_NUM_THREADS=str(threads)),
+            )
+        info = {key: _ask(proc) for key, proc in workers.items()}
+        # Per contender, every step time of the counted rounds.
+        times: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
+        for r in range(warmup + rounds):
+            shift = r % len(keys)
+            for key in keys[shift:] + keys[:shift]:  # a rotating order
+                got = _ask(workers[key], steps, min_seconds)
+                if r >= warmup:
+                    times[key].extend(got)
+    finally:
+        for proc in workers.values():
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        for proc in workers.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    ref_step = min(times[ref_key])
+    rows = []
+    for (method, K), t in times.items():
+        device, per_epoch = info[(method, K)]
+        q1, median, q3 = statistics.quantiles(t, n=4)
+        step = min(t)  # the fastest step: the cost of the work itself (see the module's doc)
+        rows.append(
+            {
+                "dataset": contenders[(method, K)]["dataset"],
+                "method": method,
+                "K": K,
+                "device": device,
+                "batch_size": contenders[(method, K)].get("train", {}).get("batch_size"),
+                "batches_per_epoch": per_epoch,
+                "step_s": step,
+                "step_s_q1": q1,
+                "step_s_median": median,
+                "step_s_q3": q3,
+                "sec_per_epoch": step * per_epoch,
+                "ratio": step / ref_step,
+                "reference": f"{ref_key[0]} K={ref_key[1]}",
+                "timed_steps": len(t),
+                "threads": threads,
+            }
+        )
+    return rows
+
+
+def study_contenders(config: dict, dataset: str) -> dict[tuple[str, int], dict]:
+    """Every (method, K) of a study on ``dataset``, with its first seed's run config."""
+    from vaeinf.study.grid import run_overrides
+
+    seed = config["seeds"][0]
+    return {
+        (m, int(K)): run_overrides(config, dataset, m, int(K), seed)
+        for m in config["methods"]
+        for K in sorted(config["Ks"])
+    }
+
+
+def write_cost(rows: list[dict], out: str | Path) -> None:
+    import pandas as pd
+
+    from vaeinf.rundir import atomic_write_text
+
+    df = pd.DataFrame(rows)
+    for c in COLUMNS:
+        if c not in df:
+            df[c] = None
+    atomic_write_text(out, df[COLUMNS].to_csv(index=False, float_format="%.6g"))
+
+
+if __name__ == "__main__":
+    spec = json.loads(sys.argv[1])
+    _worker(spec["overrides"], spec["threads"])
