@@ -125,7 +125,9 @@ def get_figure_inputs(wildcards):
     """The figure's own module and the shared style (so a cosmetic edit of one figure redraws
     only it), and what it is drawn from: a table of the aggregate rule or the runs' samples.
     """
-    inputs = {"code": library(f"report.figures.{wildcards.figure}", "report.figures.style")}
+    inputs = {
+        "code": library(f"report.figures.{wildcards.figure}", "report.figures.style")
+    }
     for kind in FIGURE_INPUTS[wildcards.figure]:
         if kind == "samples":
             inputs["samples"] = run_files(
@@ -138,7 +140,9 @@ def get_figure_inputs(wildcards):
 
 def get_table_inputs(wildcards):
     """The table's own module and the shared formatting, and the aggregate tables it reads."""
-    inputs = {"code": library(f"report.tables.{wildcards.table}", "report.tables.format")}
+    inputs = {
+        "code": library(f"report.tables.{wildcards.table}", "report.tables.format")
+    }
     for kind in TABLE_INPUTS[wildcards.table]:
         inputs[kind] = getattr(rules.aggregate.output, kind)
     return inputs
