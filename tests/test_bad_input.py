@@ -35,6 +35,7 @@ from vaeinf.config import ConfigError, load_config
 from vaeinf.errors import DamagedFile
 from vaeinf.evaluation.evaluate import GroupedLogMeanExp, LogMeanExp, bound_curve, log_likelihood
 from vaeinf.study import grid as study
+from vaeinf.study import jobs
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 TINY = {
@@ -810,7 +811,7 @@ def last_line(path: Path) -> str:
 
 def test_train_job_with_bad_config_logs_one_line(tmp_path):
     log = tmp_path / "train.log"
-    rc = study.train_job(str(tmp_path / "r"), {"K": 0}, log_path=str(log))
+    rc = jobs.train_job(str(tmp_path / "r"), {"K": 0}, log_path=str(log))
     assert rc == 2
     assert last_line(log).startswith("vaeinf: error: config key 'K'")
     assert "Traceback" not in log.read_text()
@@ -820,16 +821,16 @@ def test_train_job_discards_a_damaged_checkpoint_but_a_retry_reports_it(run, tmp
     overrides = load_config(run / "config.yaml").to_dict()
     truncate(run / "checkpoint.pt")
     log = tmp_path / "retry.log"
-    rc = study.train_job(str(run), overrides, log_path=str(log), attempt=2)
+    rc = jobs.train_job(str(run), overrides, log_path=str(log), attempt=2)
     assert rc == 2 and "checkpoint.pt' is damaged" in last_line(log)
     log = tmp_path / "first.log"
-    assert study.train_job(str(run), overrides, log_path=str(log), attempt=1) == 0
+    assert jobs.train_job(str(run), overrides, log_path=str(log), attempt=1) == 0
     assert "the checkpoint is unreadable: removing" in log.read_text()
 
 
 def test_script_job_expected_error_ends_the_log_with_one_line(tmp_path):
     smk = SimpleNamespace(log=[str(tmp_path / "job.log")])
-    with pytest.raises(SystemExit) as exit_info, study.job_log(smk):
+    with pytest.raises(SystemExit) as exit_info, jobs.job_log(smk):
         raise DamagedFile("'results/summary.csv' is damaged; rerun the aggregate rule")
     assert exit_info.value.code == 2
     text = (tmp_path / "job.log").read_text()
@@ -840,6 +841,6 @@ def test_script_job_expected_error_ends_the_log_with_one_line(tmp_path):
 
 def test_script_job_unexpected_error_keeps_its_traceback(tmp_path):
     smk = SimpleNamespace(log=[str(tmp_path / "job.log")])
-    with pytest.raises(ZeroDivisionError), study.job_log(smk):
+    with pytest.raises(ZeroDivisionError), jobs.job_log(smk):
         1 / 0  # noqa: B018
     assert "Traceback" in (tmp_path / "job.log").read_text()

@@ -3,6 +3,7 @@ Burda schedule, and one-line errors for bad input that leave nothing behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from vaeinf.config import ConfigError, RunConfig, load_config
 from vaeinf.core import bounds
@@ -255,4 +257,43 @@ def test_changed_config_in_existing_run_dir_is_refused(tmp_path):
     r = vaeinf(
         "train", "--out", run, "--set", "train.epochs=1", "--set", "K=7", *SMALL, check=False
     )
-    assert r.returncode == 2 and "different config (differs in: K)" in r.stderr
+    assert r.returncode == 2 and "another training identity (differs in: K)" in r.stderr
+
+
+def test_a_run_is_known_by_its_training_alone(tmp_path):
+    """Other evaluation or operational settings resume the same run; evaluate takes its own
+    settings and records them; the training identity cannot be changed by evaluate."""
+    run = tmp_path / "run"
+    small_eval = [
+        "--set",
+        "eval.ks=[1,5]",
+        "--set",
+        "eval.nll_k=20",
+        "--set",
+        "eval.ais_points=0",
+        "--set",
+        "eval.gap_points=0",
+    ]
+    small_eval += ["--set", "eval.max_points=50", "--set", "eval.mi_points=50"]
+    vaeinf("train", "--out", run, "--set", "train.epochs=1", *SMALL, *small_eval)
+    model = (run / "model.pt").read_bytes()
+    # Same identity, other evaluation and operational settings: resumes (nothing to train).
+    r = vaeinf(
+        "train", "--out", run, "--set", "train.epochs=1", *SMALL, *small_eval,
+        "--set", "eval.nll_k=30", "--set", "train.checkpoint_every=3", "--set", "train.device=cpu",
+    )  # fmt: skip
+    assert "resuming from" in r.stdout and (run / "model.pt").read_bytes() == model
+    assert "eval" not in yaml.safe_load((run / "config.yaml").read_text())
+    assert yaml.safe_load((run / "eval.yaml").read_text())["nll_k"] == 30
+    # Evaluate with the run's settings, then with others given on the command line.
+    vaeinf("evaluate", "--run", run)
+    doc = json.loads((run / "metrics.json").read_text())
+    assert doc["metrics"]["test_nll"]["K"] == 30 and doc["config"]["eval"]["nll_k"] == 30
+    vaeinf("evaluate", "--run", run, "--set", "eval.nll_k=40", "--set", "eval.ks=[1,2]")
+    doc = json.loads((run / "metrics.json").read_text())
+    assert doc["metrics"]["test_nll"]["K"] == 40 and doc["config"]["eval"]["ks"] == [1, 2]
+    assert (run / "model.pt").read_bytes() == model
+    r = vaeinf("evaluate", "--run", run, "--set", "K=7", check=False)
+    assert r.returncode == 2 and "evaluate takes only eval.* settings" in r.stderr
+    r = vaeinf("evaluate", "--run", run, "--set", "eval.nll_k=0", check=False)
+    assert r.returncode == 2 and "'eval.nll_k': 0 is out of range" in r.stderr

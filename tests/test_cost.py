@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from vaeinf.study import cost
-from vaeinf.study.grid import run_overrides
+from vaeinf.study.grid import run_config
 
 
 def test_cost_schema_and_growth_with_k(tmp_path):
@@ -18,7 +18,11 @@ def test_cost_schema_and_growth_with_k(tmp_path):
     }
     contenders = cost.study_contenders(config, "digits")
     assert list(contenders) == [("vae", 1), ("vae", 256), ("iwae", 1), ("iwae", 256)]
-    assert contenders[("iwae", 256)] == run_overrides(config, "digits", "iwae", 256, 3)
+    # A contender is what changes its step's time: no seed, learning rate or evaluation.
+    step = contenders[("iwae", 256)]
+    assert step == cost.step_identity(run_config(config, "digits", "iwae", 256, 3))
+    assert step["model"]["hidden"] == [16] and step["train"]["device"] == "cpu"
+    assert "seed" not in step and "eval" not in step and "lr" not in step["train"]
     rows = cost.measure(contenders, rounds=4, warmup=1, steps=3, min_seconds=0.02)
     out = tmp_path / "cost.csv"
     cost.write_cost(rows, out)

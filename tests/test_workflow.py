@@ -28,6 +28,7 @@ from vaeinf.report.tables import TABLES
 from vaeinf.report.tables.format import mean_sd, pivot_table
 from vaeinf.report.tidy import paper_variables
 from vaeinf.study import grid as study
+from vaeinf.study import jobs
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -158,14 +159,8 @@ def test_ruff_workflow_files():
         pytest.skip("ruff is not installed")
     files = [
         "workflow/scripts",
-        "src/vaeinf/study.py",
-        "src/vaeinf/aggregate.py",
-        "src/vaeinf/figures",
-        "src/vaeinf/tables",
-        "src/vaeinf/manuscript.py",
-        "src/vaeinf/preview.py",
-        "src/vaeinf/interactive.py",
-        "src/vaeinf/provenance.py",
+        "src/vaeinf/study",
+        "src/vaeinf/report",
         "tests/test_workflow.py",
         "tests/test_preview.py",
         "tests/test_manuscript.py",
@@ -294,26 +289,47 @@ def test_check_study_names_the_key(change, message):
 
 def test_stale_files_resume_or_restart(tmp_path):
     cfg = RunConfig(train=TrainConfig(epochs=3))
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg.training(), sort_keys=False))
     ckpt = tmp_path / "checkpoint.pt"
     torch.save({"epoch": 1}, ckpt)
     # an interrupted training resumes, on the first attempt and on retries
-    assert study.stale_files(tmp_path, cfg, attempt=1) == ([], "")
+    assert jobs.stale_files(tmp_path, cfg, attempt=1) == ([], "")
     torch.save({"epoch": 3}, ckpt)
     # a finished one: a retry (after a failure past training) resumes; a new job starts afresh
-    assert study.stale_files(tmp_path, cfg, attempt=2) == ([], "")
-    assert study.stale_files(tmp_path, cfg, attempt=1)[0] == [ckpt]
-    # a config.yaml from a vaeinf without some (default-valued) key is the same run
+    assert jobs.stale_files(tmp_path, cfg, attempt=2) == ([], "")
+    assert jobs.stale_files(tmp_path, cfg, attempt=1)[0] == [ckpt]
+    # a config.yaml from a vaeinf without some (default-valued) key is the same run, and so is
+    # one written with other evaluation settings (an older vaeinf kept them there) or other
+    # operational settings
     old = cfg.to_dict()
-    del old["eval"]["active_threshold"]
+    del old["train"]["eps"]
+    old["eval"]["nll_k"] = 7
+    old["train"]["device"] = "cpu"
+    old["train"]["checkpoint_every"] = 9
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    assert study.stale_files(tmp_path, cfg, attempt=2) == ([], "")
-    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == cfg.to_dict()
-    # a changed config always starts afresh
+    assert jobs.stale_files(tmp_path, cfg, attempt=2) == ([], "")
+    # another training identity always starts afresh
     other = RunConfig(K=7, train=cfg.train)
-    assert sorted(study.stale_files(tmp_path, other, attempt=2)[0]) == sorted(
+    assert sorted(jobs.stale_files(tmp_path, other, attempt=2)[0]) == sorted(
         [tmp_path / "config.yaml", ckpt]
     )
+
+
+def test_identity_leaves_out_evaluation_and_operational_settings():
+    base = RunConfig()
+    same = RunConfig(
+        data_dir="elsewhere",
+        train=TrainConfig(device="cpu", checkpoint_every=5, compile=True),
+    )
+    same.eval.nll_k, same.eval.memory_mb = 17, 3
+    assert same.identity() == base.identity()
+    assert same.evaluation() != base.evaluation()
+    assert "memory_mb" not in base.evaluation() and "eval" not in base.identity()
+    assert RunConfig(train=TrainConfig(lr=0.5)).identity() != base.identity()
+    # Every method option is recorded at its value: writing a default out changes nothing.
+    flow = study.resolved_run_config({"method": "flow"})
+    explicit = study.resolved_run_config({"method": "flow", "method_options": {"steps": 8}})
+    assert flow.method_options["steps"] == 8 and flow.identity() == explicit.identity()
 
 
 def test_tables_and_variables_from_a_summary():

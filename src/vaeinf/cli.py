@@ -58,19 +58,42 @@ def _parse_set(items: list[str]) -> dict:
 def _train(args) -> int:
     from vaeinf.config import load_config
     from vaeinf.core.train import train
-    from vaeinf.rundir import check_writable_dir
+    from vaeinf.rundir import EVAL, atomic_write_text, check_writable_dir
 
     check_writable_dir(args.out, "--out")
     cfg = load_config(args.config, _parse_set(args.set))
     path = train(cfg, args.out, progress=None if not args.no_progress else False)
+    # The evaluation settings given here are the defaults of a later `vaeinf evaluate`.
+    atomic_write_text(args.out / EVAL, yaml.safe_dump(cfg.to_dict()["eval"], sort_keys=False))
     print(f"trained: {path}")
     return 0
+
+
+def eval_overrides(config: Path | None, items: list[str]) -> dict:
+    """The ``eval`` settings of ``vaeinf evaluate``: the ``eval`` section of a YAML run config
+    (its other keys are the run's own and are not used), then ``--set eval.KEY=VALUE``."""
+    from vaeinf.config import ConfigError, merge, read_yaml
+
+    settings: dict = {}
+    if config is not None:
+        data = read_yaml(config) or {}
+        if not isinstance(data, dict) or not isinstance(data.get("eval") or {}, dict):
+            raise ConfigError(f"config file '{config}': expected a mapping with an 'eval' section")
+        settings = dict(data.get("eval") or {})
+    given = _parse_set(items)
+    other = sorted(k for k in given if k != "eval")
+    if other:
+        raise ConfigError(
+            f"--set {other[0]}=...: evaluate takes only eval.* settings; the training identity "
+            "is the run's own (train another run to change it)"
+        )
+    return merge(settings, given.get("eval") or {})
 
 
 def _evaluate(args) -> int:
     from vaeinf.evaluation.evaluate import evaluate
 
-    m = evaluate(args.run, memory_mb=args.memory_mb)
+    m = evaluate(args.run, eval_overrides(args.config, args.set), memory_mb=args.memory_mb)
     nll = m["test_nll"]
     print(
         f"{m['dataset']} {m['method']} K={m['K']} seed={m['seed']}: test NLL "
@@ -139,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate a trained run; writes RUN_DIR/metrics.json")
     e.add_argument("--run", type=_path, required=True, help="run directory of a finished training")
+    e.add_argument(
+        "--config", type=_path, help="YAML whose 'eval' section sets the evaluation settings"
+    )
+    e.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="eval.KEY=VALUE",
+        help="override an evaluation setting, e.g. --set eval.nll_k=5000 (repeatable)",
+    )
     e.add_argument("--memory-mb", type=_memory_mb, default=None, help="override eval.memory_mb")
     e.set_defaults(func=_evaluate)
 

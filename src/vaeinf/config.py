@@ -25,7 +25,15 @@ import yaml
 from vaeinf.errors import ConfigError
 from vaeinf.names import DATASETS, METHODS
 
-__all__ = ["ConfigError", "RunConfig", "load_config", "read_yaml", "validate", "from_dict"]
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "from_dict",
+    "load_config",
+    "merge",
+    "read_yaml",
+    "validate",
+]
 
 #: Seeds are used as they are (``torch.manual_seed``), as 3 * seed + split for the data's fixed
 #: binarizations, and as seed + 1_000_000 for evaluation; below 2**32 every one of them is a seed
@@ -99,6 +107,11 @@ def check_limits(obj: Any, prefix: str = "") -> None:
                     )
 
 
+#: Field metadata of an operational setting: where or how a run is computed (device, memory
+#: budget, checkpoint period, data folder), never what it computes. Operational settings are
+#: no part of a run's identity (:meth:`RunConfig.identity`), so changing one reruns nothing.
+OPERATIONAL = {"operational": True}
+
 POSITIVE = limits(ge=1)
 WIDTH = limits(ge=1, le=MAX_WIDTH)
 WIDTH_LIST = limits(ge=1, le=MAX_WIDTH, min_length=1)
@@ -136,9 +149,9 @@ class TrainConfig:
     )
     eps: float = field(default=1e-4, metadata=limits(gt=0))
     schedule: Literal["constant", "burda"] = "constant"
-    checkpoint_every: int = field(default=1, metadata=POSITIVE)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool = False
+    checkpoint_every: int = field(default=1, metadata=POSITIVE | OPERATIONAL)
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=OPERATIONAL)
+    compile: bool = field(default=False, metadata=OPERATIONAL)
     val_points: int | None = field(default=1000, metadata=POSITIVE)
 
 
@@ -151,7 +164,7 @@ class EvalConfig:
         metadata=limits(ge=1, le=MAX_EVAL_SAMPLES, min_length=1),
     )
     nll_k: int = field(default=5000, metadata=limits(ge=1, le=MAX_EVAL_SAMPLES))
-    memory_mb: int = field(default=512, metadata=POSITIVE)
+    memory_mb: int = field(default=512, metadata=POSITIVE | OPERATIONAL)
     max_points: int | None = field(default=None, metadata=POSITIVE)
     active_threshold: float = field(default=0.01, metadata=limits(ge=0))
     collapse_threshold: float = field(default=0.01, metadata=limits(ge=0))
@@ -181,7 +194,7 @@ class RunConfig:
 
     dataset: str = "digits"
     binarization: Literal["static", "dynamic"] | None = None  # None: the dataset's default
-    data_dir: str = "data"
+    data_dir: str = field(default="data", metadata=OPERATIONAL)
     method: str = "iwae"
     K: int = field(default=5, metadata=POSITIVE)
     seed: int = field(default=0, metadata=limits(ge=0, lt=SEED_LIMIT))
@@ -194,9 +207,36 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict:
+        """What determines the trained model: every setting but ``eval`` and the operational
+        ones. Two configs with the same identity train the same model."""
+        return _without_operational(self, skip=("eval",))
+
+    def training(self) -> dict:
+        """The run directory's ``config.yaml``: every setting but ``eval`` (the identity plus
+        the operational settings the training ran with)."""
+        return {k: v for k, v in self.to_dict().items() if k != "eval"}
+
+    def evaluation(self) -> dict:
+        """The evaluation settings that change ``metrics.json`` (``eval`` less the
+        operational ones)."""
+        return _without_operational(self.eval)
+
     def options(self):
         """``method_options`` as the method's options dataclass (:data:`METHOD_OPTIONS`)."""
         return from_dict(METHOD_OPTIONS[self.method], self.method_options, "method_options")
+
+
+def _without_operational(obj: Any, skip: tuple[str, ...] = ()) -> dict:
+    """``dataclasses.asdict(obj)`` without the fields marked :data:`OPERATIONAL` (at any
+    depth) and the fields named in ``skip``."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        if f.name in skip or f.metadata.get("operational"):
+            continue
+        value = getattr(obj, f.name)
+        out[f.name] = _without_operational(value) if dataclasses.is_dataclass(value) else value
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,6 +481,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     check_limits(cfg)
     options = cfg.options()
     check_limits(options, "method_options")
+    # Every option at its value, defaults included: writing a default out changes nothing.
+    cfg.method_options = dataclasses.asdict(options)
     if cfg.estimator not in METHODS[cfg.method]:
         raise ConfigError(
             f"config key 'estimator': {cfg.estimator!r} is not available for method "
@@ -533,15 +575,16 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
                 f"got a {type(data).__name__}"
             )
     if overrides:
-        data = _merge(data, overrides)
+        data = merge(data, overrides)
     return validate(from_dict(RunConfig, data))
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge(base: dict, over: dict | None) -> dict:
+    """Deep merge of mappings: ``over`` wins, nested mappings are merged key by key."""
     out = dict(base)
-    for k, v in over.items():
+    for k, v in (over or {}).items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            out[k] = merge(out[k], v)
         else:
             out[k] = v
     return out

@@ -1,4 +1,5 @@
-"""The one writer of ``metrics.json``, with provenance, and atomic file writes.
+"""The run directory: its place in a study, its files, the one writer of ``metrics.json``, and
+atomic writes.
 
 Every output is written to a temporary file in the same directory and renamed into place, so a
 killed process never leaves a half-written file under the final name.
@@ -15,7 +16,28 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+#: Keys of the grid that name a run, in the order of its path.
+GRID_KEYS = ("dataset", "method", "K", "seed")
+
+#: The path of one run below ``results/``, which ``logs/`` and ``benchmarks/`` mirror.
+RUN_PATH = "{dataset}/{method}/k{K}/seed{seed}"
+RUN_DIR = f"results/{RUN_PATH}"
+
+# The files of a run directory, in the order they are written.
+#: The training config: the run's identity and the operational settings it trained with.
+CONFIG = "config.yaml"
+#: The evaluation settings given with ``vaeinf train`` (the defaults of ``vaeinf evaluate``).
+EVAL = "eval.yaml"
+#: The latest training state (not an output of the workflow, so a retry resumes from it).
+CHECKPOINT = "checkpoint.pt"
+#: One row per epoch: learning rate, training objective, validation bounds, seconds.
+TRAIN_LOG = "train_log.csv"
+#: The trained weights, written last by the training.
+MODEL = "model.pt"
+#: The evaluation: every metric, the resolved config it was computed with, provenance.
 METRICS = "metrics.json"
+#: Images for the figures: data, reconstructions, prior samples.
+SAMPLES = "samples.npz"
 PACKAGES = ("vaeinf", "torch", "numpy", "pandas", "scikit-learn", "zuko")
 
 
@@ -175,7 +197,3 @@ def write_metrics(run_dir: str | Path, metrics: dict, config: dict, device, wall
     path = Path(run_dir) / METRICS
     atomic_write_text(path, json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n")
     return path
-
-
-def read_metrics(run_dir: str | Path) -> dict:
-    return json.loads((Path(run_dir) / METRICS).read_text())

@@ -1,6 +1,7 @@
 # Shared definitions: the study's grid, wildcard constraints and the input functions (get_*).
 # The logic lives in src/vaeinf/study.py; this file only adapts it to Snakemake.
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from vaeinf import rundir
 from vaeinf.study import grid as study
 from vaeinf.core.downloads import DOWNLOADS
 from vaeinf.report.figures import INPUTS as FIGURE_INPUTS
@@ -36,9 +38,9 @@ except study.StudyError as e:
     raise WorkflowError(str(e)) from None
 
 RUNS = study.runs(config)
-RUN = study.RUN_DIR
-LOG = f"logs/{study.RUN_PATH}"
-BENCH = f"benchmarks/{study.RUN_PATH}"
+RUN = rundir.RUN_DIR
+LOG = f"logs/{rundir.RUN_PATH}"
+BENCH = f"benchmarks/{rundir.RUN_PATH}"
 GEN = "paper/_generated"
 PREVIEW = {"html": "paper/_output/preview.html", "pdf": "paper/_output/preview.pdf"}
 DATA_DIR = study.data_dir(config)
@@ -84,14 +86,26 @@ def get_data_files(wildcards):
     return study.data_files(config, wildcards.dataset)
 
 
-def get_run_config(wildcards):
-    return study.run_overrides(
-        config,
-        wildcards.dataset,
-        wildcards.method,
-        int(wildcards.K),
-        int(wildcards.seed),
-    )
+def _run_key(wildcards):
+    return tuple(getattr(wildcards, k) for k in rundir.GRID_KEYS)
+
+
+@functools.cache
+def run_config(dataset, method, K, seed):
+    """The resolved RunConfig of one run (defaults filled in, every method option included)."""
+    return study.run_config(config, dataset, method, int(K), int(seed))
+
+
+def get_train_identity(wildcards):
+    """What determines the trained model (RunConfig.identity): the train rule's params, so
+    that changing it, and nothing else, retrains the run."""
+    return run_config(*_run_key(wildcards)).identity()
+
+
+def get_eval_settings(wildcards):
+    """The evaluation settings (RunConfig.evaluation): the evaluate rule's params, so that
+    changing them re-evaluates the run and never retrains it."""
+    return run_config(*_run_key(wildcards)).evaluation()
 
 
 def get_cost_contenders(wildcards):

@@ -1,13 +1,14 @@
 # Evaluation: one job per trained run; metrics.json is the one result file a run is known by.
+# The evaluation settings are its params: changing them re-evaluates every run, retrains none.
 
 
 rule evaluate:
     input:
-        model=f"{RUN}/model.pt",
-        train_log=f"{RUN}/train_log.csv",
+        model=rules.train.output.model,
+        train_log=rules.train.output.train_log,
     output:
-        metrics=f"{RUN}/metrics.json",
-        samples=f"{RUN}/samples.npz",
+        metrics=f"{RUN}/{rundir.METRICS}",
+        samples=f"{RUN}/{rundir.SAMPLES}",
     log:
         f"{LOG}/evaluate.log",
     benchmark:
@@ -21,7 +22,6 @@ rule evaluate:
         runtime=resource("evaluate", "runtime"),
         cpus_per_task=resource("evaluate", "cpus_per_task"),
     params:
-        run=lambda wildcards, input: os.path.dirname(input.model),
-    shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-        "vaeinf evaluate --run {params.run} > {log} 2>&1"
+        eval=get_eval_settings,
+    script:
+        "../scripts/evaluate.py"

@@ -1,14 +1,15 @@
-# Training: one job per run of the grid. The run's config (study `run` + overrides + grid keys)
-# is a param, so changing it reruns exactly the runs it affects. checkpoint.pt is deliberately
-# not an output: a retry after preemption (exit 143) or a failure resumes from it.
+# Training: one job per run of the grid. The run's training identity (everything that changes
+# the trained model; not the evaluation or operational settings) is a param, so changing it
+# retrains exactly the runs it affects. checkpoint.pt is deliberately not an output: a retry
+# after preemption (exit 143) or a failure resumes from it.
 
 
 rule train:
     input:
         data=get_data_files,
     output:
-        model=f"{RUN}/model.pt",
-        train_log=f"{RUN}/train_log.csv",
+        model=f"{RUN}/{rundir.MODEL}",
+        train_log=f"{RUN}/{rundir.TRAIN_LOG}",
     log:
         f"{LOG}/train.log",
     benchmark:
@@ -25,6 +26,6 @@ rule train:
         # training's checkpoint only on a retry (the script object has no attempt of its own).
         attempt=lambda wildcards, attempt: attempt,
     params:
-        run=get_run_config,
+        identity=get_train_identity,
     script:
         "../scripts/train.py"

@@ -1,7 +1,7 @@
 """Snakemake job: the tidy tables of every run's metrics (vaeinf.report.tidy.write_aggregate)."""
 
 from vaeinf.report.tidy import write_aggregate
-from vaeinf.study.grid import job_log
+from vaeinf.study.jobs import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from vaeinf.report.paper.check import write_check
-from vaeinf.study.grid import job_log
+from vaeinf.study.jobs import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):

@@ -1,5 +1,5 @@
-"""Snakemake job: download and verify one dataset (vaeinf.study.grid.snakemake_download)."""
+"""Snakemake job: download and verify one dataset (vaeinf.study.jobs.snakemake_download)."""
 
-from vaeinf.study.grid import snakemake_download
+from vaeinf.study.jobs import snakemake_download
 
 snakemake_download(snakemake)  # noqa: F821

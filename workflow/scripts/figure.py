@@ -1,7 +1,7 @@
 """Snakemake job: one figure as PNG and PDF (vaeinf.report.figures.make_figure)."""
 
 from vaeinf.report.figures import make_figure
-from vaeinf.study.grid import job_log
+from vaeinf.study.jobs import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):

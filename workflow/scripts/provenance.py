@@ -1,7 +1,7 @@
 """Snakemake job: the paper's provenance appendix (vaeinf.report.provenance.write_provenance)."""
 
 from vaeinf.report.provenance import write_provenance
-from vaeinf.study.grid import job_log
+from vaeinf.study.jobs import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):

@@ -4,7 +4,7 @@
 import pandas as pd
 
 from vaeinf.report.figures.interactive import seed_plot_html
-from vaeinf.study.grid import job_log
+from vaeinf.study.jobs import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):

@@ -1,7 +1,7 @@
 """Snakemake job: the paper's experimental setup from the config (vaeinf.report.paper.check)."""
 
 from vaeinf.report.paper.check import write_setup
-from vaeinf.study.grid import job_log
+from vaeinf.study.jobs import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):

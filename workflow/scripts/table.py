@@ -1,7 +1,7 @@
 """Snakemake job: one of the paper's Markdown tables (vaeinf.report.tables.write_table)."""
 
 from vaeinf.report.tables import write_table
-from vaeinf.study.grid import job_log
+from vaeinf.study.jobs import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):

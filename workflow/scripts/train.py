@@ -1,7 +1,7 @@
-"""Snakemake job: train one run (vaeinf.study.grid.snakemake_train); exits with vaeinf's status."""
+"""Snakemake job: train one run (vaeinf.study.jobs.snakemake_train); exits with vaeinf's status."""
 
 import sys
 
-from vaeinf.study.grid import snakemake_train
+from vaeinf.study.jobs import snakemake_train
 
 sys.exit(snakemake_train(snakemake))  # noqa: F821

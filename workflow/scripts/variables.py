@@ -2,7 +2,7 @@
 (vaeinf.report.tidy, vaeinf.report.claims)."""
 
 from vaeinf.report.tidy import write_variables
-from vaeinf.study.grid import job_log
+from vaeinf.study.jobs import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):

@@ -36,6 +36,10 @@ from vaeinf.core.methods import Method, build_model
 from vaeinf.core.methods.base import bytes_per_row
 from vaeinf.errors import ConfigError, DamagedFile, DivergedObjective, NonFiniteLoss, Preempted
 from vaeinf.rundir import (
+    CHECKPOINT,
+    CONFIG,
+    MODEL,
+    TRAIN_LOG,
     atomic_write_bytes,
     atomic_write_text,
     check_writable_dir,
@@ -45,10 +49,6 @@ from vaeinf.rundir import (
 log = logging.getLogger("vaeinf.core.train")
 
 LOG_COLUMNS = ["epoch", "lr", "train_objective", "val_LK", "val_L1", "seconds"]
-CHECKPOINT = "checkpoint.pt"
-MODEL = "model.pt"
-CONFIG = "config.yaml"
-TRAIN_LOG = "train_log.csv"
 
 
 BURDA_STAGES = 8  # Burda et al. (2015) Sec. 5: stage i runs 3**i epochs, i = 0..7
@@ -178,30 +178,49 @@ def _first_line(e: BaseException) -> str:
     return first[:160] or type(e).__name__
 
 
+def read_training_config(path: Path, todo: str) -> RunConfig:
+    """The validated config of a run directory's ``config.yaml`` (evaluation settings, if an
+    older vaeinf wrote them there, are read too); DamagedFile naming it and ``todo``."""
+    from vaeinf.config import from_dict, validate
+
+    try:
+        raw = read_yaml(path, "the run's config file")
+        if not isinstance(raw, dict):
+            raise ConfigError(f"the run's config file '{path}' holds no mapping of config keys")
+        return validate(from_dict(RunConfig, raw))
+    except ConfigError as e:
+        raise DamagedFile(f"{e}; {todo}") from None
+
+
+def identity_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested mappings."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict) and k != "method_options":
+            out += identity_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
 def save_config(cfg: RunConfig, run_dir: Path) -> None:
-    """Write the resolved config, or check it matches the one a previous attempt wrote."""
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    """Write the training config, or check that the run in ``run_dir`` has the same identity
+    (:meth:`RunConfig.identity`); operational settings that differ are rewritten, evaluation
+    settings are not compared."""
     path = run_dir / CONFIG
     if path.exists():
-        try:
-            old = read_yaml(path, "the run's config file")
-        except ConfigError as e:
-            raise DamagedFile(
-                f"{e}; delete it to start the run afresh, or use another --out"
-            ) from None
-        if not isinstance(old, dict):
-            raise DamagedFile(
-                f"the run's config file '{path}' holds no mapping of config keys; delete it "
-                "to start the run afresh, or use another --out"
-            )
-        if old != cfg.to_dict():
-            diff = sorted(k for k in cfg.to_dict() if old.get(k) != cfg.to_dict()[k])
+        todo = "delete it to start the run afresh, or use another --out"
+        old = read_training_config(path, todo)
+        diff = identity_diff(old.identity(), cfg.identity())
+        if diff:
             raise ConfigError(
-                f"run directory '{run_dir}' holds a run with a different config "
+                f"run directory '{run_dir}' holds a run of another training identity "
                 f"(differs in: {', '.join(diff)}); use another --out or delete it"
             )
-        return
-    atomic_write_text(path, text)
+        if read_yaml(path, "the run's config file") == cfg.training():
+            return
+    atomic_write_text(path, yaml.safe_dump(cfg.training(), sort_keys=False))
 
 
 @torch.no_grad()
@@ -313,7 +332,10 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     remove_temporaries(run_dir)
     if resumed:
         log.info("resuming %s from epoch %d batch %d", run_dir, start_epoch, start_batch)
+        print(f"resuming from {ckpt_path}: epoch {start_epoch} batch {start_batch}", flush=True)
         _write_log(run_dir, rows)
+    else:
+        print(f"starting afresh: no {CHECKPOINT} in {run_dir}", flush=True)
 
     train_x = data.train.to(device)
     val_x = data.subset("valid", cfg.train.val_points)[0].to(device)
@@ -432,8 +454,6 @@ def _set_rng(state: dict) -> None:
 
 def load_trained(run_dir: str | Path, data: Dataset | None = None):
     """(cfg, data, model) of a finished run, the model in eval mode on its device."""
-    from vaeinf.config import load_config
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory '{run_dir}' does not exist or is not a directory")
@@ -443,7 +463,7 @@ def load_trained(run_dir: str | Path, data: Dataset | None = None):
         raise DamagedFile(
             f"run directory '{run_dir}' holds {MODEL} but no {CONFIG}; restore it or retrain"
         )
-    cfg = load_config(run_dir / CONFIG)
+    cfg = read_training_config(run_dir / CONFIG, f"restore it or retrain ({CONFIG} is damaged)")
     data, model, device = prepare(cfg, data)
     retrain = f"delete it and rerun `vaeinf train --out {run_dir} --config {run_dir / CONFIG}`" + (
         f" (it resumes from {CHECKPOINT})" if (run_dir / CHECKPOINT).exists() else ""

@@ -8,6 +8,7 @@ merged with logsumexp in float64.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import time
@@ -18,19 +19,23 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from vaeinf.config import EvalConfig, RunConfig, from_dict, merge, read_yaml, validate
 from vaeinf.core.methods import Method
 from vaeinf.core.methods.base import chunking
-from vaeinf.core.train import CONFIG, TRAIN_LOG, load_trained
+from vaeinf.core.train import load_trained
 from vaeinf.errors import ConfigError, DamagedFile
 from vaeinf.evaluation import ais, gaps
 from vaeinf.rundir import (
+    CONFIG,
+    EVAL,
+    GRID_KEYS,
+    SAMPLES,
+    TRAIN_LOG,
     atomic_write_bytes,
     check_writable_dir,
     remove_temporaries,
     write_metrics,
 )
-
-SAMPLES = "samples.npz"
 
 
 @torch.no_grad()
@@ -269,14 +274,34 @@ def epoch_times(run_dir: Path) -> dict:
     }
 
 
-def evaluate(run_dir: str | Path, memory_mb: float | None = None) -> dict:
-    """Evaluate the trained run in ``run_dir``; write ``metrics.json`` and ``samples.npz``."""
+def eval_settings(run_dir: Path, base: RunConfig, settings: dict | None) -> RunConfig:
+    """``base`` with the evaluation settings to use: the defaults, then those the run was
+    trained with (``eval.yaml``, or an older ``config.yaml``'s), then ``settings`` (a mapping of
+    ``eval`` keys); validated, one-line ConfigError naming the bad key."""
+    chosen = dataclasses.asdict(base.eval)
+    if (run_dir / EVAL).exists():
+        saved = read_yaml(run_dir / EVAL, "the run's evaluation settings")
+        if not isinstance(saved, dict):
+            raise DamagedFile(f"'{run_dir / EVAL}' holds no mapping of eval keys; delete it")
+        chosen = merge(chosen, saved)
+    chosen = merge(chosen, settings)
+    return validate(dataclasses.replace(base, eval=from_dict(EvalConfig, chosen, "eval")))
+
+
+def evaluate(
+    run_dir: str | Path, settings: dict | None = None, memory_mb: float | None = None
+) -> dict:
+    """Evaluate the trained run in ``run_dir`` with the evaluation ``settings`` (``eval`` keys
+    over those of the run, see :func:`eval_settings`); write ``metrics.json`` and
+    ``samples.npz``. The training identity is the run's own; it is never changed here."""
     run_dir = Path(run_dir)
     t_start = time.perf_counter()
     if memory_mb is not None and not (math.isfinite(memory_mb) and memory_mb > 0):
         raise ConfigError(f"--memory-mb {memory_mb!r}: must be a finite number > 0 (megabytes)")
-    # Everything that can fail without evaluating fails first: the run, its log, the directory.
+    # Everything that can fail without evaluating fails first: the settings, the run, its log,
+    # the directory.
     cfg, data, model = load_trained(run_dir)
+    cfg = eval_settings(run_dir, cfg, settings)
     times = epoch_times(run_dir)
     check_writable_dir(run_dir, "run directory")
     remove_temporaries(run_dir)
@@ -328,7 +353,7 @@ def evaluate(run_dir: str | Path, memory_mb: float | None = None) -> dict:
     t = time.perf_counter()
     metrics.update(ais_and_gaps(model, x_test, ev, memory_mb))
     wall["ais_and_gaps"] = time.perf_counter() - t
-    identity = {k: np.array(getattr(cfg, k)) for k in ("dataset", "method", "K", "seed")}
+    identity = {k: np.array(getattr(cfg, k)) for k in GRID_KEYS}
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays, **identity)  # the run is named inside its own file
     atomic_write_bytes(run_dir / SAMPLES, buf.getvalue())

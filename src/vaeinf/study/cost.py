@@ -184,13 +184,30 @@ def measure(
     return rows
 
 
+#: What changes the time of a training step: the model, the method and its options, K, the
+#: estimator, the data and its binarization, the batch size, the device kind and compilation.
+#: Nothing else of a run config is part of a contender (seed, learning rate, epochs and the
+#: evaluation settings change no step's time), so changing them never reruns the cost rule.
+STEP_IDENTITY = ("dataset", "binarization", "method", "K", "estimator", "model", "method_options")
+STEP_TRAIN_IDENTITY = ("batch_size", "device", "compile")
+
+
+def step_identity(cfg) -> dict:
+    """The part of a resolved RunConfig that changes its training step's time."""
+    d = cfg.to_dict()
+    return {k: d[k] for k in STEP_IDENTITY} | {
+        "train": {k: d["train"][k] for k in STEP_TRAIN_IDENTITY}
+    }
+
+
 def study_contenders(config: dict, dataset: str) -> dict[tuple[str, int], dict]:
-    """Every (method, K) of a study on ``dataset``, with its first seed's run config."""
-    from vaeinf.study.grid import run_overrides
+    """Every (method, K) of a study on ``dataset``, as the run config of its training step
+    (:func:`step_identity` of its first seed's run)."""
+    from vaeinf.study.grid import run_config
 
     seed = config["seeds"][0]
     return {
-        (m, int(K)): run_overrides(config, dataset, m, int(K), seed)
+        (m, int(K)): step_identity(run_config(config, dataset, m, int(K), seed))
         for m in config["methods"]
         for K in sorted(config["Ks"])
     }

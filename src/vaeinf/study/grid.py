@@ -1,9 +1,8 @@
-"""The study: a grid of runs (dataset x method x K x seed) described by one config file.
+"""The study's grid: the runs (dataset x method x K x seed) one config file describes.
 
-This module holds the logic the Snakemake workflow (``Snakefile``, ``workflow/``) needs, so the
-rules stay declarative: expanding the grid, building each run's ``vaeinf train --set`` overrides
-from the study config, checking every run config before any job starts, the data files a
-dataset needs, and the train job itself (start afresh or resume from a checkpoint).
+Torch-free, so the workflow parses (and dry-runs) without loading torch: expanding the grid,
+each run's config from the study config, what identifies its training and its evaluation,
+checking every run config before any job starts, and the data files a dataset needs.
 
 Study config (``config/config.yaml``; schema in ``workflow/schemas/config.schema.yaml``)::
 
@@ -24,7 +23,6 @@ bound at the training K is measured for every run).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import shlex
@@ -34,16 +32,9 @@ from typing import Any
 
 import yaml
 
-from vaeinf.config import ConfigError, RunConfig, from_dict
+from vaeinf.config import ConfigError, RunConfig, merge
 from vaeinf.names import DATASETS, METHODS
-
-#: The path of one run below ``results/``, which ``logs/`` and ``benchmarks/`` mirror: the one
-#: definition of the run-directory layout (the workflow's wildcards come from it).
-RUN_PATH = "{dataset}/{method}/k{K}/seed{seed}"
-RUN_DIR = f"results/{RUN_PATH}"
-
-#: Keys of a run that the grid sets; ``run`` and the overrides may not set them.
-GRID_KEYS = ("dataset", "method", "K", "seed")
+from vaeinf.rundir import GRID_KEYS, RUN_DIR
 
 
 class StudyError(ValueError):
@@ -86,17 +77,6 @@ def runs(config: dict) -> list[Run]:
     ]
 
 
-def merge(base: dict, over: dict) -> dict:
-    """Deep merge of mappings: ``over`` wins, nested mappings are merged key by key."""
-    out = dict(base)
-    for k, v in (over or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
 def run_overrides(config: dict, dataset: str, method: str, K: int, seed: int) -> dict:
     """The nested run config (before vaeinf's defaults) of one run of the study."""
     cfg = merge(config.get("run") or {}, (config.get("dataset_overrides") or {}).get(dataset, {}))
@@ -107,6 +87,11 @@ def run_overrides(config: dict, dataset: str, method: str, K: int, seed: int) ->
     cfg = merge(cfg, {"eval": {"ks": sorted(ks)}})
     cfg.update(dataset=dataset, method=method, K=int(K), seed=int(seed))
     return cfg
+
+
+def run_config(config: dict, dataset: str, method: str, K: int, seed: int) -> RunConfig:
+    """The resolved, validated RunConfig of one run of the study (raises ConfigError)."""
+    return resolved_run_config(run_overrides(config, dataset, method, K, seed))
 
 
 def _flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
@@ -232,142 +217,3 @@ def data_files(config: dict, dataset: str) -> list[str]:
             if npz.is_file():
                 return [str(npz)]
     return [str(root / f"{dataset}.sha256")]
-
-
-def download(dataset: str, root: str | Path, manifest: str | Path) -> list[Path]:
-    """``vaeinf download`` (checksummed) plus a manifest of ``sha256  path`` lines."""
-    from vaeinf.core.downloads import DOWNLOADS
-    from vaeinf.core.downloads import download as fetch
-    from vaeinf.rundir import atomic_write_text
-
-    paths = fetch(dataset, root)
-    sums = {str(Path(root) / f.relpath): f.sha256 for f in DOWNLOADS[dataset]}
-    atomic_write_text(manifest, "".join(f"{sums[str(p)]}  {p}\n" for p in paths))
-    return paths
-
-
-def snakemake_download(smk) -> None:
-    """Entry point of ``workflow/scripts/download.py``."""
-    manifest = Path(smk.output.manifest)
-    with job_log(smk):
-        for p in download(smk.wildcards.dataset, manifest.parent, manifest):
-            print(p)
-
-
-# ---------------------------------------------------------------------------------------------
-# Jobs
-
-
-@contextlib.contextmanager
-def job_log(smk):
-    """Send a script job's output to its log file, and end the job at its error boundary: an
-    expected failure (:data:`vaeinf.errors.EXIT_CODES`) ends the log with its one line and
-    exits with its status; anything else (or ``VAEINF_DEBUG=1``) logs the full traceback."""
-    from vaeinf.errors import report_failure
-
-    with contextlib.ExitStack() as stack:
-        if smk.log:
-            log = stack.enter_context(open(smk.log[0], "w"))  # noqa: SIM115
-            stack.enter_context(contextlib.redirect_stdout(log))
-            stack.enter_context(contextlib.redirect_stderr(log))
-        try:
-            yield
-        except Exception as e:
-            raise SystemExit(report_failure(e)) from None
-
-
-def stale_files(run_dir: str | Path, cfg: RunConfig, attempt: int = 1) -> tuple[list[Path], str]:
-    """Files of a previous training in ``run_dir`` that this training must not resume from.
-
-    * a run directory whose ``config.yaml`` differs from ``cfg`` (the study config changed):
-      ``config.yaml`` and ``checkpoint.pt`` go, the run starts afresh (a ``config.yaml`` that
-      only lacks keys a newer vaeinf added, at their defaults, is the same run: it is rewritten
-      and kept);
-    * on a job's first attempt, a checkpoint of a *finished* training (the job is rerun on
-      purpose: forced, or its code changed): the checkpoint goes, the run starts afresh;
-    * otherwise a checkpoint is kept and resumed from: a retry after preemption or a failure
-      (``attempt > 1``) or an interrupted training (``--rerun-incomplete``).
-
-    Returns (files to delete, reason).
-    """
-    from vaeinf.core.train import CHECKPOINT, CONFIG, n_epochs
-
-    run_dir = Path(run_dir)
-    saved, ckpt = run_dir / CONFIG, run_dir / CHECKPOINT
-    if saved.exists():
-        from vaeinf.config import read_yaml
-
-        try:
-            raw = read_yaml(saved, "the run's config file")
-            old = from_dict(RunConfig, raw).to_dict()
-        except ConfigError:  # damaged or of another version: start afresh
-            raw = old = None
-        if old != cfg.to_dict():
-            return [p for p in (saved, ckpt) if p.exists()], "the run's config changed"
-        if raw != cfg.to_dict():
-            # Same run, written by a vaeinf with fewer config keys: record it with the defaults
-            # filled in, so that training resumes instead of refusing the directory.
-            from vaeinf.rundir import atomic_write_text
-
-            atomic_write_text(saved, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    if attempt == 1 and ckpt.exists():
-        import torch
-
-        try:
-            done = torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"]
-        except Exception:  # unreadable: start afresh rather than fail
-            return [ckpt], "the checkpoint is unreadable"
-        if done >= n_epochs(cfg):
-            return [ckpt], "the training is rerun (forced or changed)"
-    return [], ""
-
-
-def train_job(
-    run_dir: str,
-    overrides: dict,
-    log_path: str | None = None,
-    threads: int = 1,
-    attempt: int = 1,
-) -> int:
-    """The workflow's train job: :func:`vaeinf.core.train.train` on one run, in this process.
-
-    Sets torch's threads, drops stale state (:func:`stale_files`) and returns the exit status
-    of ``vaeinf train`` for the same run (:mod:`vaeinf.errors`: 0, 2 bad input, 143 preempted
-    after checkpointing, 1 non-finite loss), the one-line reason last in the log.
-    """
-    import torch
-
-    from vaeinf.core.train import train
-    from vaeinf.errors import report_failure
-
-    torch.set_num_threads(max(1, int(threads)))
-    log = open(log_path, "a") if log_path else None  # noqa: SIM115
-    with contextlib.ExitStack() as stack:
-        if log is not None:
-            stack.enter_context(log)
-            stack.enter_context(contextlib.redirect_stdout(log))
-            stack.enter_context(contextlib.redirect_stderr(log))
-        print(f"# attempt {attempt}, {threads} thread(s); equivalent command:", flush=True)
-        print(train_command(run_dir, overrides), flush=True)
-        try:
-            cfg = resolved_run_config(overrides)
-            stale, reason = stale_files(run_dir, cfg, attempt)
-            for p in stale:
-                print(f"# {reason}: removing {p}", flush=True)
-                p.unlink()
-            print(f"trained: {train(cfg, run_dir, progress=False)}", flush=True)
-            return 0
-        except Exception as e:
-            return report_failure(e)
-
-
-def snakemake_train(smk) -> int:
-    """Entry point of ``workflow/scripts/train.py`` (``smk`` is Snakemake's ``snakemake``); the
-    run's overrides come as ``params.run`` so that a change to them reruns the job."""
-    return train_job(
-        str(Path(smk.output.model).parent),
-        dict(smk.params.run),
-        log_path=smk.log[0],
-        threads=smk.threads,
-        attempt=int(smk.resources.get("attempt", 1)),
-    )
