@@ -6,8 +6,9 @@
 #
 # Results-path convention (one run = one target, so one run can be rebuilt alone):
 #
-#   results/{dataset}/{method}/k{K}/seed{seed}/   config.yaml, checkpoint.pt, train_log.csv,
-#                                                 model.pt, metrics.json, samples.npz
+#   results/{dataset}/{method}/k{K}/seed{seed}/   config.yaml, eval.yaml, checkpoint.pt,
+#                                                 train_log.csv, model.pt, metrics.json,
+#                                                 samples.npz (names: vaeinf.rundir)
 #   logs/{dataset}/{method}/k{K}/seed{seed}/      train.log, evaluate.log
 #   benchmarks/{dataset}/{method}/k{K}/seed{seed}/  train.tsv, evaluate.tsv
 #   results/summary.csv, bounds.csv, per_dim.csv  every run's metrics, tidy (rule aggregate)
@@ -17,7 +18,7 @@
 #
 # Wildcards are constrained to vaeinf's registries (datasets, methods); K and seed are integers.
 # Stages live in workflow/rules/, input functions in workflow/rules/common.smk, all logic in
-# src/vaeinf (study, aggregate, figures, manuscript).
+# src/vaeinf (study/ for the grid and the jobs, report/ for tables, figures and the paper).
 
 
 from snakemake.utils import validate

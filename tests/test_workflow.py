@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from vaeinf.cli import _parse_set
-from vaeinf.config import RunConfig, TrainConfig
+from vaeinf.config import RunConfig, TrainConfig, merge
 from vaeinf.report.figures import FIGURES
 from vaeinf.report.tables import TABLES
 from vaeinf.report.tables.format import mean_sd, pivot_table
@@ -396,6 +396,35 @@ def test_tables_and_variables_from_a_summary():
 
 
 @pytest.mark.slow
+def changed_plan(tree: Path, change: dict) -> dict[str, int]:
+    """The jobs a dry run plans for the tiny study with ``change`` merged into its config."""
+    cfg = merge(yaml.safe_load((tree / TINY).read_text()), change)
+    (tree / "tests/config/changed.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake(
+        tree, "--dry-run", "--quiet", "rules", "--configfile", "tests/config/changed.yaml"
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return job_stats(r.stdout + r.stderr)
+
+
+def identity_dry_runs(tree: Path) -> None:
+    """Dry runs of a finished tiny study (4 runs: vae, iwae x K 1, 5) with one setting changed."""
+    plan = changed_plan(tree, {"run": {"eval": {"nll_k": 60}}})
+    assert "train" not in plan and "cost" not in plan and plan["evaluate"] == 4, plan
+    operational = {"train": {"checkpoint_every": 2}, "eval": {"memory_mb": 32}, "data_dir": "d"}
+    plan = changed_plan(tree, {"run": operational})
+    assert not {"train", "evaluate", "cost"} & set(plan), plan
+    # The device is operational for the runs; its kind is part of what the cost rule measures.
+    plan = changed_plan(tree, {"run": {"train": {"device": "auto"}}})
+    assert not {"train", "evaluate"} & set(plan) and plan["cost"] == 1, plan
+    plan = changed_plan(tree, {"run": {"train": {"lr": 1e-3}}})
+    assert plan["train"] == 4 and plan["evaluate"] == 4 and "cost" not in plan, plan
+    plan = changed_plan(tree, {"method_overrides": {"iwae": {"train": {"lr": 1e-3}}}})
+    assert plan["train"] == 2 and plan["evaluate"] == 2 and "cost" not in plan, plan
+    plan = changed_plan(tree, {"run": {"model": {"hidden": [12]}}})
+    assert plan["train"] == 4 and plan["cost"] == 1, plan
+
+
 def test_end_to_end_tiny_study(tmp_path):
     """Every rule on the tiny config; then one run alone, forced, and a rebuild from raw runs.
     The tree has its own copy of vaeinf, so that a module can be edited as a user would."""
@@ -487,8 +516,13 @@ def test_end_to_end_tiny_study(tmp_path):
     row = s[(s["method"] == "iwae") & (s["K"] == 5)]
     assert row["eval_seconds"].iloc[0] == pytest.approx(new, rel=1e-5)
 
+    # What reruns what: a changed evaluation setting re-evaluates every run and retrains none;
+    # an operational one reruns nothing; a training setting retrains every run; one method's
+    # overrides retrain only that method's runs. The cost rule reruns for none of them.
+    identity_dry_runs(tree)
+
     # A cosmetic edit of one figure's module redraws that figure only (and what reads it).
-    module = tree / "src/vaeinf/figures/nll_vs_k.py"
+    module = tree / "src/vaeinf/report/figures/nll_vs_k.py"
     module.write_text(module.read_text() + "# a cosmetic edit\n")
     r = snakemake(tree, "--dry-run", "--quiet", "rules", *tiny)
     assert job_stats(r.stdout + r.stderr) == {

@@ -239,6 +239,20 @@ def _without_operational(obj: Any, skip: tuple[str, ...] = ()) -> dict:
     return out
 
 
+def operational_keys(cls: type | None = None, prefix: str = "") -> list[str]:
+    """The dotted keys of every operational setting of :class:`RunConfig`."""
+    cls = cls or RunConfig
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.metadata.get("operational"):
+            out.append(key)
+        elif dataclasses.is_dataclass(hints[f.name]):
+            out += operational_keys(hints[f.name], key + ".")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Method options (``method_options`` of a run), by method name. Methods without options of
 # their own take :class:`NoOptions`.

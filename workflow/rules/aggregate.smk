@@ -73,6 +73,8 @@ rule variables:
     conda:
         CONDA_ENV
     params:
-        study={k: config[k] for k in ("datasets", "methods", "Ks", "seeds", "run")},
+        study=canonical(
+            {k: STUDY[k] for k in ("datasets", "methods", "Ks", "seeds", "run")}
+        ),
     script:
         "../scripts/variables.py"

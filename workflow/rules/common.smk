@@ -38,6 +38,8 @@ except study.StudyError as e:
     raise WorkflowError(str(e)) from None
 
 RUNS = study.runs(config)
+# The study config as the paper describes it: without operational settings.
+STUDY = study.without_operational(config)
 RUN = rundir.RUN_DIR
 LOG = f"logs/{rundir.RUN_PATH}"
 BENCH = f"benchmarks/{rundir.RUN_PATH}"
@@ -54,6 +56,16 @@ wildcard_constraints:
     seed=r"[0-9]+",
     figure="|".join(FIGURE_INPUTS),
     table="|".join(TABLES),
+
+
+def canonical(value):
+    """A config value with every mapping's keys sorted: Snakemake compares params as text, so
+    a study config whose keys are merely reordered must give the same params."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
 
 
 def library(*modules):

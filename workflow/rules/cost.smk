@@ -23,7 +23,7 @@ rule cost:
         cpus_per_task=resource("cost", "cpus_per_task"),
     params:
         contenders=get_cost_contenders,
-        settings=config["cost"],
+        settings=canonical(config["cost"]),
         threads=resource("train", "cpus_per_task"),
     script:
         "../scripts/cost.py"

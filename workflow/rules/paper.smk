@@ -23,8 +23,19 @@ rule setup:
     conda:
         CONDA_ENV
     params:
-        study={k: config[k] for k in ("datasets", "methods", "Ks", "seeds", "run")}
-        | {"method_overrides": config["method_overrides"]},
+        study=canonical(
+            {
+                k: STUDY[k]
+                for k in (
+                    "datasets",
+                    "methods",
+                    "Ks",
+                    "seeds",
+                    "run",
+                    "method_overrides",
+                )
+            }
+        ),
     script:
         "../scripts/setup.py"
 
@@ -65,7 +76,7 @@ rule provenance:
             for r in RUNS
         ]
         + expand("benchmarks/{dataset}", dataset=config["datasets"]),
-        study=config,
+        study=canonical(STUDY),
     script:
         "../scripts/provenance.py"
 

@@ -94,6 +94,32 @@ def run_config(config: dict, dataset: str, method: str, K: int, seed: int) -> Ru
     return resolved_run_config(run_overrides(config, dataset, method, K, seed))
 
 
+def without_operational(config: dict) -> dict:
+    """The study config without the operational settings of its ``run`` section and overrides
+    (device, checkpoint period, memory budget, data folder): what the paper's setup section and
+    variables describe, so that changing one of them rebuilds nothing."""
+    from vaeinf.config import operational_keys
+
+    def strip(section: dict) -> dict:
+        section = json.loads(json.dumps(section or {}))
+        for key in operational_keys():
+            *parents, leaf = key.split(".")
+            node = section
+            for p in parents:
+                node = node.get(p) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(leaf, None)
+        return section
+
+    out = dict(config)
+    if "run" in out:
+        out["run"] = strip(out["run"])
+    for kind in ("method_overrides", "dataset_overrides"):
+        if kind in out:
+            out[kind] = {name: strip(over) for name, over in (out[kind] or {}).items()}
+    return out
+
+
 def _flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
     out = []
     for k, v in d.items():
