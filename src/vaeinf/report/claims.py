@@ -14,8 +14,8 @@ so the text says what the runs say, with its uncertainty:
   not by the same rule;
 - the *cost* trend reads the cost rule's table (:mod:`vaeinf.study.cost`): a growth from the
   smallest to the largest K is resolved when the interquartile ranges of the step times at the
-  two ends do not overlap, and its shape (in proportion to K or less) is the elasticity log(time
-  ratio) / log(K ratio).
+  two ends do not overlap, and its shape (in proportion to K or less) is the elasticity
+  log(time ratio) / log(K ratio).
 
 Each function returns a :class:`Claim`: the phrase, and ``basis``, one line with the numbers
 and the rule that chose the words (listed by the manuscript check).
