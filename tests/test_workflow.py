@@ -107,6 +107,13 @@ def job_stats(output: str) -> dict[str, int]:
     return stats
 
 
+def planned(cwd: Path, *args: str) -> dict[str, int]:
+    """The jobs a dry run plans: {rule: count}."""
+    r = snakemake(cwd, "--dry-run", "--quiet", "rules", *args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return job_stats(r.stdout + r.stderr)
+
+
 def expected(
     n_runs: int, downloads: int = 0, preview: bool = True, datasets: int = 1
 ) -> dict[str, int]:
@@ -470,13 +477,7 @@ def test_end_to_end_tiny_study(tmp_path):
     module = tree / "src/vaeinf/report/figures/nll_vs_k.py"
     text, stat = module.read_text(), module.stat()
     module.write_text(text + "# a cosmetic edit\n")
-    r = snakemake(tree, "--dry-run", "--quiet", "rules", *tiny)
-    assert job_stats(r.stdout + r.stderr) == {
-        "figure": 1,
-        "check_manuscript": 1,
-        "all": 1,
-        "total": 3,
-    }, r.stdout[-3000:] + r.stderr[-3000:]
+    assert planned(tree, *tiny) == {"figure": 1, "check_manuscript": 1, "all": 1, "total": 3}
     module.write_text(text)
     os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # undone, as if never edited
 
@@ -485,10 +486,4 @@ def test_end_to_end_tiny_study(tmp_path):
     for name in ("claims", "variables"):
         module = tree / f"src/vaeinf/report/{name}.py"
         module.write_text(module.read_text() + "# a reworded claim\n")
-    r = snakemake(tree, "--dry-run", "--quiet", "rules", *tiny)
-    assert job_stats(r.stdout + r.stderr) == {
-        "variables": 1,
-        "check_manuscript": 1,
-        "all": 1,
-        "total": 3,
-    }, r.stdout[-3000:] + r.stderr[-3000:]
+    assert planned(tree, *tiny) == {"variables": 1, "check_manuscript": 1, "all": 1, "total": 3}
