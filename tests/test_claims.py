@@ -14,16 +14,16 @@ from scipy import stats
 
 from vaeinf.report import claims
 from vaeinf.report.paper.check import ManuscriptError, check, write_check
-from vaeinf.report.tidy import paper_variables
+from vaeinf.report.variables import NLL, paper_variables
 
 
 def runs(nll, methods=("vae", "iwae"), ks=(1, 5), seeds=(0, 1, 2), **extra) -> pd.DataFrame:
-    """A summary with nll = nll(method, K, seed) and any other column the same way."""
+    """A summary with test_nll.mean = nll(method, K, seed) and any other column the same way."""
     rows = []
     for m in methods:
         for k in ks:
             for s in seeds:
-                row = {"dataset": "digits", "method": m, "K": k, "seed": s, "nll": nll(m, k, s)}
+                row = {"dataset": "digits", "method": m, "K": k, "seed": s, NLL: nll(m, k, s)}
                 rows.append(row | {c: f(m, k, s) for c, f in extra.items()})
     return pd.DataFrame(rows)
 
@@ -31,7 +31,7 @@ def runs(nll, methods=("vae", "iwae"), ks=(1, 5), seeds=(0, 1, 2), **extra) -> p
 def test_paired_difference_matches_the_paired_t_test():
     noise = {0: 0.03, 1: -0.02, 2: -0.01}
     df = runs(lambda m, k, s: 30.0 - 0.5 * (k > 1) + noise[s] * (k > 1))
-    est = claims.paired(df, "nll", {"method": "iwae", "K": 1}, {"method": "iwae", "K": 5})
+    est = claims.paired(df, NLL, {"method": "iwae", "K": 1}, {"method": "iwae", "K": 5})
     d = np.array([-0.5 + noise[s] for s in (0, 1, 2)])
     assert est.seeds == (0, 1, 2) and est.n == 3
     assert est.mean == pytest.approx(d.mean())
@@ -46,7 +46,7 @@ def test_paired_difference_matches_the_paired_t_test():
 def test_a_difference_within_the_spread_is_not_given_a_direction():
     noise = {0: 0.3, 1: -0.25, 2: 0.1}
     df = runs(lambda m, k, s: 30.0 - 0.05 * (k > 1) + noise[s] * (k > 1))
-    est = claims.paired(df, "nll", {"method": "vae", "K": 1}, {"method": "vae", "K": 5})
+    est = claims.paired(df, NLL, {"method": "vae", "K": 1}, {"method": "vae", "K": 5})
     assert stats.ttest_1samp(est.values, 0.0).pvalue > claims.ALPHA and not est.resolved
     text = claims.change(est, "the test NLL of vae", claims.NLL).text
     assert text.startswith("the test NLL of vae does not change beyond seed-to-seed spread (")
@@ -55,7 +55,7 @@ def test_a_difference_within_the_spread_is_not_given_a_direction():
 
 def test_one_seed_cannot_be_told_from_noise():
     df = runs(lambda m, k, s: 30.0 - 2.0 * (k > 1), seeds=(0,))
-    est = claims.paired(df, "nll", {"method": "vae", "K": 1}, {"method": "vae", "K": 5})
+    est = claims.paired(df, NLL, {"method": "vae", "K": 1}, {"method": "vae", "K": 5})
     assert est.n == 1 and not est.resolved
     text = claims.change(est, "the test NLL of vae", claims.NLL).text
     assert (
@@ -77,7 +77,7 @@ def test_grouped_changes_name_each_method_under_its_verdict():
 
     df = runs(nll)
     ests = {
-        m: claims.paired(df, "nll", {"method": m, "K": 1}, {"method": m, "K": 5})
+        m: claims.paired(df, NLL, {"method": m, "K": 1}, {"method": m, "K": 5})
         for m in ("vae", "iwae")
     }
     text = claims.grouped(ests, claims.NLL).text
@@ -101,7 +101,7 @@ def test_ranking_names_the_best_and_whether_its_margin_is_resolved(gap, expected
     df = runs(
         lambda m, k, s: 30.0 - (gap if m == "iwae" else 0.0) + (noise[s] if m == "vae" else 0)
     )
-    values = claims.long_values(df, "nll", "method", {"K": 5})
+    values = claims.long_values(df, NLL, "method", {"K": 5})
     text = claims.ranking(values, "test NLL at K = 5").text
     assert text.startswith("iwae " + expected)
 
@@ -117,7 +117,7 @@ def cost_table(times: dict) -> pd.DataFrame:
             "step_s": t,
             "step_s_q1": q1,
             "step_s_q3": q3,
-            "sec_per_epoch": 10 * t,
+            "epoch_s_fastest": 10 * t,
         }  # fmt: skip
         for (m, k), (t, q1, q3) in times.items()
     ]
@@ -148,18 +148,18 @@ def summary_with_gaps(seeds=(0, 1, 2)) -> pd.DataFrame:
     return runs(
         lambda m, k, s: 30.0 - 0.4 * (k > 1) * (m == "iwae") + noise[s],
         seeds=seeds,
-        active_units=lambda m, k, s: 3.0,
         bound_gap=lambda m, k, s: 1.0 / k + noise[s],
-        kl_total=lambda m, k, s: 1.0,
-        mutual_information=lambda m, k, s: 0.5,
         latent=lambda m, k, s: 4,
-        nll_k=lambda m, k, s: 100,
         **{
+            "active_units.count": lambda m, k, s: 3.0,
+            "collapse.kl_total": lambda m, k, s: 1.0,
+            "collapse.mutual_information.value": lambda m, k, s: 0.5,
+            "test_nll.K": lambda m, k, s: 100,
             "ais.mean": lambda m, k, s: -29.5,
             "ais.acceptance": lambda m, k, s: 0.9,
             "ais.settings.steps": lambda m, k, s: np.int64(100),
             "ais.bdmc.gap": lambda m, k, s: 0.01 * (s + 1),
-            "gaps.is_minus_ais.mean": lambda m, k, s: -0.3 + noise[s],
+            "gaps.ais_minus_is.mean": lambda m, k, s: 0.3 - noise[s],
             "gaps.own_family.approximation_gap.mean": lambda m, k, s: 0.2 + noise[s],
             "gaps.own_family.amortization_gap.mean": lambda m, k, s: (
                 (0.5 if m == "vae" else 0.3) + noise[s]
@@ -188,7 +188,8 @@ def test_variables_carry_claims_and_their_basis():
         "is looser than AIS for vae (by 0.298 ± 0.002 nats) and iwae"
     )
     assert claim["ais"]["bdmc"].startswith("at most 0.030 nats")
-    assert v["result"]["time_ratio"] == "5.0"  # from the cost table
+    assert v["result"]["time_kmin"] == "0.100" and v["result"]["time_kmax"] == "0.500"  # cost
+    assert v["ais"]["ais_minus_is_min"] == v["ais"]["ais_minus_is_max"] == "0.30"
     assert v["ais"]["steps"] == 100 and v["ais"]["chains"] == "n/a"
     assert "4.30 standard errors with 3 seeds" in claim["rule"]
     for section in ("likelihood", "gaps", "ais", "cost", "bound", "latent"):
@@ -233,4 +234,4 @@ def test_claims_the_text_uses_exist_when_ais_was_not_evaluated():
     for key in ("is_vs_ais", "bdmc"):
         assert v["claim"]["ais"][key].startswith("n/a")
     assert set(v["claim"]["gaps"]) == {"amort_best_kmin", "amort_best_kmax", "approx_k", "amort_k"}
-    assert v["claim"]["cost"]["trend"].startswith("n/a") and v["result"]["time_ratio"] == "n/a"
+    assert v["claim"]["cost"]["trend"].startswith("n/a") and v["result"]["time_kmin"] == "n/a"

@@ -175,7 +175,16 @@ def metrics_doc(**extra) -> dict:
         "collapse": {"kl_per_dim": [1.0, 0.5, 0.2, 0.0], "kl_total": 1.7},
         **extra,
     }
-    return {"metrics": m, "config": {"train": {"lr": 0.003}}, "provenance": {"device": "cpu"}}
+    config = {
+        "dataset": "digits",
+        "method": "vae",
+        "K": 5,
+        "seed": 1,
+        "model": {"hidden": [64, 64]},
+        "method_options": {"steps": 5, "made_hidden": [32, 32]},
+        "train": {"lr": 0.003},
+    }
+    return {"metrics": m, "config": config, "provenance": {"device": "cpu"}}
 
 
 def test_a_new_scalar_metric_becomes_a_summary_column(tmp_path):
@@ -186,8 +195,14 @@ def test_a_new_scalar_metric_becomes_a_summary_column(tmp_path):
     row = summary.iloc[0]
     assert row["brand_new.value"] == 4.5 and row["brand_new.n"] == 7
     assert "brand_new.per_point" not in summary  # lists go to the long tables, not the summary
-    # The short names and derived columns the paper reads, from the same document.
-    assert row["nll"] == 25.0 and row["active_units"] == 3 and row["lr"] == 0.003
+    # One name per value: the dotted paths the paper reads, the columns derived from the long
+    # tables, and the config's lists as JSON and its method options flattened.
+    assert row["test_nll.mean"] == 25.0 and row["active_units.count"] == 3
     assert row["test_LK"] == -26.0 and row["bound_gap"] == pytest.approx(1.0)
     assert row["latent"] == 4 and row["config.train.lr"] == 0.003
+    assert row["config.model.hidden"] == "[64,64]"
+    assert row["config.method_options.steps"] == 5
+    assert row["config.method_options.made_hidden"] == "[32,32]"
+    assert not {"nll", "active_units", "lr", "config.dataset", "config.K"} & set(summary)
+    assert summary.columns.is_unique
     assert len(bounds) == 2 and list(per_dim["kl"]) == [1.0, 0.5, 0.2, 0.0]

@@ -1,6 +1,6 @@
 """The paper without Quarto (vaeinf.report.paper.preview with paper/preview.lua), the interactive
-seed plot
-(vaeinf.report.figures.interactive) and the provenance appendix (vaeinf.report.provenance).
+figure of the bound and the time against K (vaeinf.report.figures.interactive) and the
+provenance appendix (vaeinf.report.provenance).
 
 The preview is rendered for real, HTML and PDF, from a small generated manuscript that uses
 every construct of the paper: includes, variables, conditional content, a figure div with the
@@ -26,7 +26,11 @@ pytest.importorskip("typst")
 pytest.importorskip("plotly")
 pytest.importorskip("pypandoc")
 
-from vaeinf.report.figures.interactive import seed_plot_data, seed_plot_figure, seed_plot_html  # noqa: E402
+from vaeinf.report.figures.interactive import (  # noqa: E402
+    bound_and_time_data,
+    bound_and_time_figure,
+    bound_and_time_html,
+)
 from vaeinf.report.paper import preview  # noqa: E402
 from vaeinf.report.provenance import benchmark_totals, provenance_markdown  # noqa: E402
 
@@ -42,7 +46,7 @@ abstract: "An abstract with a number, {{< var result.best_nll >}} nats."
 # Introduction {#sec-intro}
 
 The bound of @eq-iwae is tight [@burda2016]. @sec-results shows @tbl-nll and @fig-nll;
-@fig-seed shows the cost. See also [-@fig-nll].
+@fig-bound-time shows the cost. See also [-@fig-nll].
 
 $$
 \\mathcal{L}_K(x) = \\mathbb{E}\\left[\\log \\frac{1}{K} \\sum_{k=1}^{K} w_k\\right]
@@ -65,16 +69,16 @@ PDFONLYTEXT
 
 ![Test NLL against K.](_generated/figures/nll_vs_k.png){#fig-nll width=60%}
 
-::: {#fig-seed}
+::: {#fig-bound-time}
 
 ::: {.content-visible when-format="html"}
 ````{=html}
-{{< include _generated/figures/seed_plot.html >}}
+{{< include _generated/figures/bound_and_time_vs_k.html >}}
 ````
 :::
 
 ::: {.content-visible unless-format="html"}
-![](_generated/figures/seed_plot.png)
+![](_generated/figures/bound_and_time_vs_k.png)
 :::
 
 Validation L~K~ and seconds per epoch against K.
@@ -109,9 +113,9 @@ def summary_frame(seed: int = 0) -> pd.DataFrame:
             "method": m,
             "K": k,
             "seed": s,
-            "nll": 30 + rng.normal(),
-            "valid_LK_final": -31 + rng.normal(),
-            "sec_per_epoch": 0.1 * k * (1 + 0.1 * rng.random()),
+            "test_nll.mean": 30 + rng.normal(),
+            "time_per_epoch.final_val_LK": -31 + rng.normal(),
+            "time_per_epoch.median_s": 0.1 * k * (1 + 0.1 * rng.random()),
         }  # fmt: skip
         for m in ("vae", "iwae")
         for k in (1, 5, 50)
@@ -121,7 +125,7 @@ def summary_frame(seed: int = 0) -> pd.DataFrame:
 
 
 def nll_table(summary: pd.DataFrame) -> str:
-    means = summary.groupby(["method", "K"])["nll"].mean().unstack("K")
+    means = summary.groupby(["method", "K"])["test_nll.mean"].mean().unstack("K")
     ks = list(means.columns)
     lines = ["| Method | " + " | ".join(f"K = {k}" for k in ks) + " |"]
     lines.append("|:---|" + "---:|" * len(ks))
@@ -149,15 +153,15 @@ def make_paper(root: Path) -> Path:
     summary = summary_frame()
     (gen / "tables/nll.md").write_text(nll_table(summary))
     png(gen / "figures/nll_vs_k.png", "tab:blue")
-    png(gen / "figures/seed_plot.png", "tab:red")
-    seed_plot_html(summary, None, gen / "figures/seed_plot.html")
+    png(gen / "figures/bound_and_time_vs_k.png", "tab:red")
+    bound_and_time_html(summary, None, gen / "figures/bound_and_time_vs_k.html")
     (root / "_quarto.yml").write_text(
         "project:\n  render: [index.qmd]\nbibliography: refs.bib\n"
         "format:\n  typst:\n    papersize: a4\n    margin: {x: 2cm, y: 2cm}\n    fontsize: 10pt\n"
     )
     (root / "index.qmd").write_text(QMD)
     (root / "refs.bib").write_text(BIB)
-    best = summary.groupby(["method", "K"])["nll"].mean().min()
+    best = summary.groupby(["method", "K"])["test_nll.mean"].mean().min()
     (root / "_variables.yml").write_text(yaml.safe_dump({"result": {"best_nll": f"{best:.2f}"}}))
     shutil.copy2(LUA, root / "preview.lua")
     return root
@@ -181,7 +185,7 @@ def rendered(tmp_path_factory):
 
 def test_pdf_has_every_figure_and_table_number(rendered):
     images = sum(len(page.images) for page in rendered["reader"].pages)
-    assert images == 2  # the NLL figure and the seed plot's PNG
+    assert images == 2  # the NLL figure and the bound-and-time figure's PNG
     nll = (rendered["root"] / "_generated/tables/nll.md").read_text()
     numbers = re.findall(r"\d+\.\d\d", nll)
     assert len(numbers) == 6
@@ -216,12 +220,13 @@ def test_html_is_self_contained_and_interactive(rendered):
     html = rendered["html"]
     assert "HTMLONLYTEXT" in html and "PDFONLYTEXT" not in html
     assert html.count('class="preview-banner"') == 1
-    # one image in the HTML (the seed plot is the interactive one), embedded
+    # one image in the HTML (the bound-and-time figure is the interactive one), embedded
     imgs = re.findall(r"<img[^>]*src=\"([^\"]*)\"", html)
     assert len(imgs) == 1 and imgs[0].startswith("data:image/png;base64,")
     assert not re.search(r"<(script|link|iframe)[^>]+(src|href)=\"(?!data:)", html)
-    assert html.count('id="seed-plot"') == 1 and "Plotly.newPlot" in html
-    assert '<figure id="fig-seed">' in html and '<a href="#fig-seed">Figure 2</a>' in html
+    assert html.count('id="bound-and-time"') == 1 and "Plotly.newPlot" in html
+    assert '<figure id="fig-bound-time">' in html
+    assert '<a href="#fig-bound-time">Figure 2</a>' in re.sub(r"\s+", " ", html)
     assert "<math" in html and 'class="eqno">(1)' in html
 
 
@@ -251,47 +256,45 @@ def test_the_paper_uses_only_what_the_filter_knows():
 
 
 # ---------------------------------------------------------------------------------------------
-# The interactive seed plot
+# The interactive figure of the bound and the time against K
 
 
-def test_seed_plot_traces_pair_per_method_with_mean_sd():
+def test_bound_and_time_traces_pair_per_method_with_mean_sd():
     summary = summary_frame(1)
-    fig = seed_plot_figure(summary, None, methods=["iwae", "vae"])
+    fig = bound_and_time_figure(summary, None, methods=["iwae", "vae"])
     traces = fig.data
     assert len(traces) == 4
     assert [t.legendgroup for t in traces] == ["iwae", "iwae", "vae", "vae"]
     assert [t.showlegend for t in traces] == [True, False, True, False]
     g = summary.groupby(["method", "K"])
     for t in traces:
-        column = "sec_per_epoch" if t.yaxis == "y2" else "valid_LK_final"
+        column = "time_per_epoch.median_s" if t.yaxis == "y2" else "time_per_epoch.final_val_LK"
         mean = g[column].mean().loc[t.legendgroup]
         sd = g[column].std().loc[t.legendgroup]
         np.testing.assert_allclose(t.y, mean.to_numpy())
         np.testing.assert_allclose(t.error_y.array, sd.to_numpy())
-        digits = 3 if column == "sec_per_epoch" else 2
+        digits = 3 if t.yaxis == "y2" else 2
         assert f"{mean.iloc[0]:.{digits}f} ± {sd.iloc[0]:.{digits}f}" in t.text[0]
         assert "mean ± s.d. over 2 seeds" in t.text[0]
     assert fig.layout.xaxis.type == "log"
 
 
-def test_seed_plot_takes_time_from_the_cost_table():
+def test_bound_and_time_takes_time_from_the_cost_table():
     summary = summary_frame(2)
-    cost = summary[["dataset", "method", "K", "seed"]].assign(sec_per_epoch=7.0)
-    data = seed_plot_data(summary, cost)
-    assert (data["sec_per_epoch_mean"] == 7.0).all()
-    np.testing.assert_allclose(
-        data["valid_LK_final_mean"],
-        summary.groupby(["dataset", "method", "K"])["valid_LK_final"].mean().to_numpy(),
-    )
-    with pytest.raises(ValueError, match="cost:sec_per_epoch"):
-        seed_plot_data(summary, cost.drop(columns="sec_per_epoch"))
+    cost = summary[["dataset", "method", "K", "seed"]].assign(epoch_s_fastest=7.0)
+    data = bound_and_time_data(summary, cost)
+    assert (data["epoch_s_mean"] == 7.0).all()
+    bound = summary.groupby(["dataset", "method", "K"])["time_per_epoch.final_val_LK"].mean()
+    np.testing.assert_allclose(data["bound_mean"], bound.to_numpy())
+    with pytest.raises(ValueError, match="time:epoch_s_fastest"):
+        bound_and_time_data(summary, cost.drop(columns="epoch_s_fastest"))
 
 
-def test_seed_plot_html_is_self_contained_and_reproducible(tmp_path):
+def test_bound_and_time_html_is_self_contained_and_reproducible(tmp_path):
     summary = summary_frame(3)
     a, b = tmp_path / "a.html", tmp_path / "b.html"
-    seed_plot_html(summary, None, a)
-    seed_plot_html(summary, None, b)
+    bound_and_time_html(summary, None, a)
+    bound_and_time_html(summary, None, b)
     html = a.read_text()
     assert a.read_bytes() == b.read_bytes()
     assert "<script src" not in html and "Plotly.newPlot" in html and len(html) > 1_000_000

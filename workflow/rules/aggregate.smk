@@ -65,7 +65,7 @@ rule variables:
     input:
         summary=rules.aggregate.output.summary,
         cost=rules.aggregate.output.cost,
-        code=library("report.tidy", "report.claims"),
+        code=library("report.variables", "report.claims", "report.text"),
     output:
         variables="paper/_variables.yml",
     log:

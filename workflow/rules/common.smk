@@ -179,7 +179,7 @@ def get_paper_inputs(wildcards=None):
     return {
         "tables": expand(rules.table.output.table, table=TABLES),
         "figures": expand(rules.figure.output.png, figure=FIGURE_INPUTS),
-        "interactive": rules.seed_plot_html.output.html,
+        "interactive": rules.bound_and_time_html.output.html,
         "setup": rules.setup.output.setup,
         "provenance": rules.provenance.output.provenance,
         "variables": rules.variables.output.variables,

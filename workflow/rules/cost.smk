@@ -1,7 +1,7 @@
 # Cost: one job per dataset that times the training step of every (method, K) of the grid, each
-# in its own worker process, in rotating rounds (vaeinf.study.cost). The cost table, the seed figure
-# and the paper's cost numbers read its output; the training logs keep their own epoch times as
-# a record. Locally it takes every core, so no training job runs beside it and times it.
+# in its own worker process, in rotating rounds (vaeinf.study.cost). The cost table, the
+# bound-and-time figure and the paper's cost numbers read its output; the training logs keep
+# their own epoch times as a record. Locally it takes every core, so no training job runs beside it and times it.
 
 
 rule cost:

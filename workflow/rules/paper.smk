@@ -1,12 +1,13 @@
-# The paper: the generated setup section, the interactive seed plot and the provenance
-# appendix, the manuscript check (no Quarto needed) and the rendering with Quarto (HTML, and PDF
-# through Typst). Without Quarto the default target (paper.render: auto) renders a preview
-# instead, with pandoc and the typst Python package (rule preview, vaeinf.report.paper.preview), and says so.
+# The paper: the generated setup section, the interactive figure of the bound and the time
+# against K, the provenance appendix, the manuscript check (no Quarto needed) and the rendering
+# with Quarto (HTML, and PDF through Typst). Without Quarto the default target (paper.render:
+# auto) renders a preview instead, with pandoc and the typst Python package (rule preview,
+# vaeinf.report.paper.preview), and says so.
 
 
 localrules:
     setup,
-    seed_plot_html,
+    bound_and_time_html,
     provenance,
     check_manuscript,
     paper,
@@ -15,7 +16,7 @@ localrules:
 
 rule setup:
     input:
-        code=library("report.paper.check"),
+        code=library("report.paper.check", "report.text"),
     output:
         setup=f"{GEN}/setup.md",
     log:
@@ -40,21 +41,21 @@ rule setup:
         "../scripts/setup.py"
 
 
-rule seed_plot_html:
+rule bound_and_time_html:
     input:
         summary=rules.aggregate.output.summary,
         cost=rules.aggregate.output.cost,
         code=library("report.figures.interactive"),
     output:
-        html=f"{GEN}/figures/seed_plot.html",
+        html=f"{GEN}/figures/bound_and_time_vs_k.html",
     log:
-        "logs/figures/seed_plot_html.log",
+        "logs/figures/bound_and_time_html.log",
     conda:
         CONDA_ENV
     params:
         methods=config["methods"],
     script:
-        "../scripts/seed_plot_html.py"
+        "../scripts/bound_and_time_html.py"
 
 
 rule provenance:
@@ -87,7 +88,7 @@ rule check_manuscript:
         qmd="paper/index.qmd",
         quarto="paper/_quarto.yml",
         bib="paper/references.bib",
-        code=library("report.paper.check"),
+        code=library("report.paper.check", "report.text"),
     output:
         report=f"{GEN}/manuscript-check.txt",
     log:

@@ -1,7 +1,7 @@
 """Snakemake job: the numbers and claims the paper quotes, paper/_variables.yml
-(vaeinf.report.tidy, vaeinf.report.claims)."""
+(vaeinf.report.variables, vaeinf.report.claims)."""
 
-from vaeinf.report.tidy import write_variables
+from vaeinf.report.variables import write_variables
 from vaeinf.study.jobs import job_log
 
 smk = snakemake  # noqa: F821

@@ -392,7 +392,7 @@ def ais_and_gaps(model: Method, x: Tensor, ev, memory_mb: float) -> dict:
     split = gaps.gap_split(model, xg, lp, q, memory_mb)
     split.pop("per_point")
     out["gaps"] = split | {
-        "is_minus_ais": _summary(is_est - lp) | {"K": ev.nll_k},
+        "ais_minus_is": _summary(lp - is_est) | {"K": ev.nll_k},
         "seconds": time.perf_counter() - t,
         "points": f"the first {n_gap} of the AIS subset",
     }

@@ -13,9 +13,8 @@ so the text says what the runs say, with its uncertainty:
 - a *comparison* names the best condition and its paired margin to the runner-up, resolved or
   not by the same rule;
 - the *cost* trend reads the cost rule's table (:mod:`vaeinf.study.cost`): a growth from the
-smallest
-  to the largest K is resolved when the interquartile ranges of the step times at the two ends
-  do not overlap, and its shape (in proportion to K or less) is the elasticity
+  smallest to the largest K is resolved when the interquartile ranges of the step times at the
+  two ends do not overlap, and its shape (in proportion to K or less) is the elasticity
   log(time ratio) / log(K ratio).
 
 Each function returns a :class:`Claim`: the phrase, and ``basis``, one line with the numbers
@@ -29,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from vaeinf.report.text import join
 
 #: Level of the paired t-test that decides whether a difference is resolved.
 ALPHA = 0.05
@@ -211,12 +212,12 @@ def grouped(ests: dict[str, Estimate], words: Words = Words()) -> Claim:
         moved = {k: e for k, e in ests.items() if not e.identical}
         parts = []
         if moved:
-            values = _join(f"{k} {e.pm(w.unit, w.digits)}" for k, e in moved.items())
+            values = join(f"{k} {e.pm(w.unit, w.digits)}" for k, e in moved.items())
             verb = "changes" if all(e.paired for e in moved.values()) else "differs"
             parts.append(f"{verb} by {values}, which cannot be told from noise with one seed")
         same = [k for k, e in ests.items() if e.identical]
         if same:
-            parts.append(f"{w.same} for {_join(same)}")
+            parts.append(f"{w.same} for {join(same)}")
         return Claim(", and ".join(parts), basis)
     up = {k: e for k, e in ests.items() if e.resolved and e.mean > 0}
     down = {k: e for k, e in ests.items() if e.resolved and e.mean < 0}
@@ -225,15 +226,15 @@ def grouped(ests: dict[str, Estimate], words: Words = Words()) -> Claim:
     parts = []
     for verb, group in ((w.down, down), (w.up, up)):
         if group:
-            members = _join(
+            members = join(
                 f"{k} (by {e.pm(w.unit, w.digits, absolute=True)})" for k, e in group.items()
             )
             parts.append(f"{verb} for {members}")
     if null:
-        members = _join(f"{k} ({e.pm(w.unit, w.digits)})" for k, e in null.items())
+        members = join(f"{k} ({e.pm(w.unit, w.digits)})" for k, e in null.items())
         parts.append(f"{w.null} for {members}")
     if same:
-        parts.append(f"{w.same} for {_join(same)}")
+        parts.append(f"{w.same} for {join(same)}")
     kind = "paired over" if all(e.paired for e in ests.values()) else "mean ± s.e. over"
     text = ", and ".join(parts) if len(parts) < 3 else "; ".join(parts[:-1]) + "; and " + parts[-1]
     return Claim(f"{text}, {kind} {n} seed{'s' if n != 1 else ''}", basis)
@@ -322,7 +323,7 @@ def cost_growth(cost: pd.DataFrame, method: str) -> dict:
     consecutive K; and the elasticity log(factor) / log(K ratio), 1 when the time is in
     proportion to K."""
     c = cost[cost["method"] == method].sort_values("K")
-    ks, t = c["K"].to_numpy(float), c["sec_per_epoch"].to_numpy(float)
+    ks, t = c["K"].to_numpy(float), c["epoch_s_fastest"].to_numpy(float)
     per = c["batches_per_epoch"].to_numpy(float)
     q1, q3 = c["step_s_q1"].to_numpy(float) * per, c["step_s_q3"].to_numpy(float) * per
     if len(ks) < 2:
@@ -375,7 +376,7 @@ def cost_trend(cost: pd.DataFrame, methods: list[str]) -> Claim:
         factors = [v["factor"] for v in growing.values()]
         slopes = [v["slope"] for v in growing.values()]
         shapes = {m: shape(v["slope"]) for m, v in growing.items()}
-        who = "every method" if not other else _join(growing)
+        who = "every method" if not other else join(growing)
         lo, hi = f"×{min(factors):.1f}", f"×{max(factors):.1f}"
         spread = lo if lo == hi else f"×{np.median(factors):.1f} (median; {lo}–{hi})"
         if len(set(shapes.values())) == 1:
@@ -384,7 +385,7 @@ def cost_trend(cost: pd.DataFrame, methods: list[str]) -> Claim:
             form = f"{form} (elasticity {lo if lo == hi else lo + '–' + hi})"
         else:
             form = "; ".join(
-                f"{s} for {_join(m for m in shapes if shapes[m] == s)}"
+                f"{s} for {join(m for m in shapes if shapes[m] == s)}"
                 for s in dict.fromkeys(shapes.values())
             )
         parts.append(
@@ -392,26 +393,19 @@ def cost_trend(cost: pd.DataFrame, methods: list[str]) -> Claim:
             f"({k1 / k0:g} times the samples): {form}"
         )
     if other:
-        members = _join(f"{m} (×{v['factor']:.2f})" for m, v in other.items())
+        members = join(f"{m} (×{v['factor']:.2f})" for m, v in other.items())
         parts.append(
             f"for {members} the change from K = {k0} to K = {k1} does not exceed the "
             "interquartile range of the step times"
         )
     if not growing:
-        members = _join(f"{m} ×{v['factor']:.2f}" for m, v in other.items())
+        members = join(f"{m} ×{v['factor']:.2f}" for m, v in other.items())
         text = (
             f"does not change from K = {k0} to K = {k1} beyond the interquartile range of the "
             f"step times ({members})"
         )
         return Claim(text, basis)
     return Claim("; ".join(parts), basis)
-
-
-def _join(items) -> str:
-    items = [str(i) for i in items]
-    if len(items) <= 2:
-        return " and ".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def rule_text(n_seeds: int) -> str:

@@ -15,15 +15,16 @@ times the training step of every contender (method, K) of a dataset in one job:
   memory pages the other workers evicted while this one waited;
 - the first ``warmup`` rounds are not counted; on a GPU every step is synchronized before the
   clock is read;
-- a contender's step time is its *fastest* counted step, and seconds per epoch = step time x
-  minibatches per epoch (validation and checkpointing excluded, as they do not depend on the
-  method); the ratio is to the reference contender (``vae`` at the smallest K when it is part
-  of the study, else the first method). The quartiles and median of all counted steps are
-  reported beside it, as the spread that the machine's load added. Interference only ever adds
-  time, so the fastest step is the part that reproduces: on a shared 2-core machine, from the
-  step times of two runs of this rule back to back, ratios of median step times differed by up
-  to 19% (pooled) or 29% (paired with the reference timed next to each turn), the ratios of the
-  fastest steps by at most 5% (the case timeit's documentation makes for the minimum).
+- a contender's step time is its *fastest* counted step, and seconds per epoch
+  (``epoch_s_fastest``) = step time x minibatches per epoch (validation and checkpointing
+  excluded, as they do not depend on the method); the ratio is to the reference contender
+  (``vae`` at the smallest K when it is part of the study, else the first method). The quartiles
+  and median of all counted steps are reported beside it, as the spread that the machine's load
+  added. Interference only ever adds time, so the fastest step is the part that reproduces: on a
+  shared 2-core machine, from the step times of two runs of this rule back to back, ratios of
+  median step times differed by up to 19% (pooled) or 29% (paired with the reference timed next
+  to each turn), the ratios of the fastest steps by at most 5% (the case timeit's documentation
+  makes for the minimum).
 
 Output: one CSV row per contender (:data:`COLUMNS`).
 """
@@ -51,7 +52,7 @@ COLUMNS = [
     "step_s_q1",
     "step_s_median",
     "step_s_q3",
-    "sec_per_epoch",
+    "epoch_s_fastest",
     "ratio",
     "reference",
     "timed_steps",
@@ -174,7 +175,7 @@ def measure(
                 "step_s_q1": q1,
                 "step_s_median": median,
                 "step_s_q3": q3,
-                "sec_per_epoch": step * per_epoch,
+                "epoch_s_fastest": step * per_epoch,
                 "ratio": step / ref_step,
                 "reference": f"{ref_key[0]} K={ref_key[1]}",
                 "timed_steps": len(t),

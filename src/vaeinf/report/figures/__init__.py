@@ -18,18 +18,18 @@ import pandas as pd
 
 from vaeinf.report.figures import (
     active_units_vs_k,
+    bound_and_time_vs_k,
     bound_gap,
     gaps,
     kl_per_dim,
     nll_vs_k,
     prior_samples,
     reconstructions,
-    seed_plot,
     style,
 )
 
 _MODULES = (
-    seed_plot,
+    bound_and_time_vs_k,
     nll_vs_k,
     active_units_vs_k,
     kl_per_dim,

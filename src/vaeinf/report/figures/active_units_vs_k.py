@@ -18,7 +18,7 @@ INPUT = ("summary",)
 
 
 def draw(summary: pd.DataFrame, methods=None, **_) -> Figure:
-    fig = style.per_dataset_lines(summary, "active_units", "active units", methods)
+    fig = style.per_dataset_lines(summary, "active_units.count", "active units", methods)
     latent = int(summary["latent"].max())
     for ax in fig.axes:
         ax.set_ylim(-0.3, latent + 0.3)

@@ -18,7 +18,7 @@ INPUT = ("summary",)
 
 
 def draw(summary: pd.DataFrame, methods=None, **_) -> Figure:
-    nll_k = int(summary["nll_k"].iloc[0])
+    nll_k = int(summary["test_nll.K"].iloc[0])
     return style.per_dataset_lines(
         summary, "bound_gap", f"$L_{{{nll_k}}} - L_K$ (nats, test)", methods, logy=False
     )

@@ -1,6 +1,6 @@
 """The study's figure, interactive: validation L_K and seconds per epoch against K (Plotly).
 
-The HTML paper shows this in place of the static ``seed_plot`` figure of
+The HTML paper shows this in place of the static ``bound_and_time_vs_k`` figure of
 :mod:`vaeinf.report.figures` (the PDF keeps the PNG): one pair of traces per method, the bound
 L_K of Burda et al. (2016, Eq. 8) on the final validation pass (left axis, solid) and the
 training time per epoch (right axis, dashed), sharing a legend entry so that a click on the
@@ -19,28 +19,34 @@ from vaeinf.rundir import atomic_write_text
 
 KEYS = ["dataset", "method", "K"]
 
+#: The plotted columns: (name in the plot's data, summary.csv column).
+BOUND = ("bound", "time_per_epoch.final_val_LK")
+#: Seconds per epoch: the cost rule's (cost.csv), or the training logs' median epoch
+#: (summary.csv) when there is no cost table.
+EPOCH_S = ("epoch_s", "epoch_s_fastest")
+TRAIN_EPOCH_S = ("epoch_s", "time_per_epoch.median_s")
 
-def _stats(df: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Mean, s.d. and number of seeds of ``column`` per (dataset, method, K)."""
+
+def _stats(df: pd.DataFrame, name: str, column: str) -> pd.DataFrame:
+    """Mean, s.d. and number of seeds of ``column`` per (dataset, method, K), as ``name_*``."""
     return (
         df.groupby(KEYS)[column]
         .agg(mean="mean", sd="std", n="count")
         .reset_index()
-        .rename(columns={"mean": f"{column}_mean", "sd": f"{column}_sd", "n": f"{column}_n"})
+        .rename(columns={"mean": f"{name}_mean", "sd": f"{name}_sd", "n": f"{name}_n"})
     )
 
 
-def seed_plot_data(summary: pd.DataFrame, cost: pd.DataFrame | None = None) -> pd.DataFrame:
+def bound_and_time_data(summary: pd.DataFrame, cost: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (dataset, method, K): mean, s.d. and count over seeds of the final validation L_K
-    and of the seconds per epoch (from ``cost`` when given, else from ``summary``)."""
-    time = cost if cost is not None else summary
-    missing = {"valid_LK_final", *KEYS} - set(summary.columns)
-    missing |= {f"cost:{c}" for c in {"sec_per_epoch", *KEYS} - set(time.columns)}
+    (``bound_*``) and of the seconds per epoch (``epoch_s_*``: from ``cost`` when given, else
+    the training logs' median epoch from ``summary``)."""
+    time, (name, column) = (cost, EPOCH_S) if cost is not None else (summary, TRAIN_EPOCH_S)
+    missing = {BOUND[1], *KEYS} - set(summary.columns)
+    missing |= {f"time:{c}" for c in {column, *KEYS} - set(time.columns)}
     if missing:
-        raise ValueError(f"seed plot: missing columns {sorted(missing)}")
-    return _stats(summary, "valid_LK_final").merge(
-        _stats(time, "sec_per_epoch"), on=KEYS, how="left"
-    )
+        raise ValueError(f"bound and time plot: missing columns {sorted(missing)}")
+    return _stats(summary, *BOUND).merge(_stats(time, name, column), on=KEYS, how="left")
 
 
 def _mean_sd(mean: float, sd: float, n: int, digits: int) -> str:
@@ -50,13 +56,13 @@ def _mean_sd(mean: float, sd: float, n: int, digits: int) -> str:
     return f"{mean:.{digits}f} ({seeds})"
 
 
-def seed_plot_figure(summary: pd.DataFrame, cost: pd.DataFrame | None = None, methods=None):
+def bound_and_time_figure(summary: pd.DataFrame, cost: pd.DataFrame | None = None, methods=None):
     """The Plotly figure: a column per dataset, twin y axes, a legend group per method."""
     import plotly.graph_objects as go
     import seaborn as sns
     from plotly.subplots import make_subplots
 
-    data = seed_plot_data(summary, cost)
+    data = bound_and_time_data(summary, cost)
     datasets = list(dict.fromkeys(data["dataset"]))
     present = list(dict.fromkeys(data["method"]))
     order = [m for m in (methods or []) if m in present] + [
@@ -78,8 +84,8 @@ def seed_plot_figure(summary: pd.DataFrame, cost: pd.DataFrame | None = None, me
                 continue
             colour = colours[method]
             for column, secondary, dash, symbol, label, digits in (
-                ("valid_LK_final", False, "solid", "circle", "validation L<sub>K</sub>", 2),
-                ("sec_per_epoch", True, "dash", "square", "seconds per epoch", 3),
+                ("bound", False, "solid", "circle", "validation L<sub>K</sub>", 2),
+                ("epoch_s", True, "dash", "square", "seconds per epoch", 3),
             ):
                 mean, sd, n = d[f"{column}_mean"], d[f"{column}_sd"], d[f"{column}_n"]
                 text = [
@@ -136,18 +142,18 @@ def seed_plot_figure(summary: pd.DataFrame, cost: pd.DataFrame | None = None, me
     return fig
 
 
-def seed_plot_html(
+def bound_and_time_html(
     summary_df: pd.DataFrame,
     cost_df_or_None: pd.DataFrame | None,
     out_html: str | Path,
     methods=None,
 ) -> None:
-    """Write the interactive seed plot as a self-contained HTML fragment (plotly.js inlined)."""
-    fig = seed_plot_figure(summary_df, cost_df_or_None, methods)
+    """Write the interactive figure as a self-contained HTML fragment (plotly.js inlined)."""
+    fig = bound_and_time_figure(summary_df, cost_df_or_None, methods)
     html = fig.to_html(
         full_html=False,
         include_plotlyjs=True,
-        div_id="seed-plot",
+        div_id="bound-and-time",
         default_width="100%",
         default_height="460px",
         config={"displaylogo": False, "responsive": True},

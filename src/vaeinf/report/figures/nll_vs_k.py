@@ -18,5 +18,7 @@ INPUT = ("summary",)
 
 
 def draw(summary: pd.DataFrame, methods=None, **_) -> Figure:
-    nll_k = int(summary["nll_k"].iloc[0])
-    return style.per_dataset_lines(summary, "nll", f"test NLL (nats, $L_{{{nll_k}}}$)", methods)
+    nll_k = int(summary["test_nll.K"].iloc[0])
+    return style.per_dataset_lines(
+        summary, "test_nll.mean", f"test NLL (nats, $L_{{{nll_k}}}$)", methods
+    )

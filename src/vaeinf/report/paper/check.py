@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from vaeinf.report.text import join
 from vaeinf.rundir import atomic_write_text
 
 INCLUDE_RE = re.compile(r"\{\{<\s*include\s+(?P<path>[^\s>]+)\s*>\}\}")
@@ -60,11 +61,6 @@ DATASET_TEXT = {
 }
 
 
-def _join(items) -> str:
-    items = [str(i) for i in items]
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def _count(items, noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
@@ -92,15 +88,15 @@ def setup_markdown(config: dict) -> str:
         f"The study is a full grid of {_count(datasets, 'dataset')} × "
         f"{_count(methods, 'method')} × {_count(ks, 'value')} of K × {_count(seeds, 'seed')}, "
         f"{n_runs} training runs in all: "
-        f"methods {_join(methods)}; K ∈ {{{', '.join(map(str, ks))}}}; "
-        f"seed{'s' if len(seeds) > 1 else ''} {_join(seeds)}.",
+        f"methods {join(methods)}; K ∈ {{{', '.join(map(str, ks))}}}; "
+        f"seed{'s' if len(seeds) > 1 else ''} {join(seeds)}.",
         "",
         "**Data.** " + "; ".join(DATASET_TEXT.get(d, d) for d in datasets) + ".",
         "",
         f"**Model.** Every method shares the decoder p(x|z), a Bernoulli MLP with hidden layers "
-        f"of {_join(m.hidden[::-1])} units and {m.activation} activations, and the prior "
+        f"of {join(m.hidden[::-1])} units and {m.activation} activations, and the prior "
         f"p(z) = N(0, I) over a latent space of {m.latent} dimensions; the encoders are MLPs "
-        f"with hidden layers of {_join(m.hidden)} units"
+        f"with hidden layers of {join(m.hidden)} units"
         + (" (the one-stochastic-layer net of @burda2016)" if base.model.preset else "")
         + ".",
         "",

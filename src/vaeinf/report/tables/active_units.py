@@ -13,4 +13,4 @@ INPUT = ("summary",)
 
 
 def make(summary: pd.DataFrame, methods: list[str] | None = None) -> str:
-    return pivot_table(summary, "active_units", 1, methods)
+    return pivot_table(summary, "active_units.count", 1, methods)

@@ -30,10 +30,10 @@ def make(summary: pd.DataFrame, methods: list[str] | None = None) -> str:
             + [
                 method,
                 str(K),
-                mean_sd(g["kl_total"]),
-                f"{g['collapsed_units'].mean():.1f} / {int(g['latent'].iloc[0])}",
-                mean_sd(g["mutual_information"]),
-                mean_sd(g["recon_bce"]),
+                mean_sd(g["collapse.kl_total"]),
+                f"{g['collapse.collapsed_units'].mean():.1f} / {int(g['latent'].iloc[0])}",
+                mean_sd(g["collapse.mutual_information.value"]),
+                mean_sd(g["reconstruction.bce.mean"]),
             ]
         )
     align = ["l"] * (2 if multi else 1) + ["r"] * 5

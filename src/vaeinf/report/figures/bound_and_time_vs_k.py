@@ -1,8 +1,8 @@
-"""The question's plot: final validation L_K and seconds per epoch against K, per method.
+"""The bound and the time against K: final validation L_K and seconds per epoch, per method.
 
 Drawn from results/summary.csv (the bound, mean ± s.d. over seeds) and results/cost.csv (the
-cost rule's seconds per epoch from the fastest step, with an error bar up to the third quartile
-of the step times: the spread the machine's load added)."""
+cost rule's seconds per epoch from the fastest step, ``epoch_s_fastest``, with an error bar up
+to the third quartile of the step times: the spread the machine's load added)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ if TYPE_CHECKING:
 #: What the figure is drawn from (see :data:`vaeinf.report.figures.INPUTS`).
 INPUT = ("summary", "cost")
 
+#: The bound: L_K on the validation set after the last epoch (the training log's last row).
+BOUND = "time_per_epoch.final_val_LK"
+
 
 def draw(summary: pd.DataFrame, cost: pd.DataFrame, methods=None, **_) -> Figure:
-    """The question's plot: final validation L_K (left) and seconds per epoch (right) vs K."""
+    """Final validation L_K (left) and seconds per epoch (right) against K."""
     plt, sns = style.lib()
     style.theme()
     datasets, methods = style.datasets_order(summary), style.methods_order(summary, methods)
@@ -32,7 +35,7 @@ def draw(summary: pd.DataFrame, cost: pd.DataFrame, methods=None, **_) -> Figure
     )
     for ax, dataset, method, first, last in panels:
         d = summary[(summary["dataset"] == dataset) & (summary["method"] == method)]
-        g = d.groupby("K").agg(lk=("valid_LK_final", "mean"), lk_sd=("valid_LK_final", "std"))
+        g = d.groupby("K").agg(lk=(BOUND, "mean"), lk_sd=(BOUND, "std"))
         c = cost[(cost["dataset"] == dataset) & (cost["method"] == method)].sort_values("K")
         ax.errorbar(g.index, g["lk"], yerr=g["lk_sd"].fillna(0), color=c_bound, marker="o", ms=4)
         ax.tick_params(axis="y", labelcolor=c_bound)
@@ -41,7 +44,7 @@ def draw(summary: pd.DataFrame, cost: pd.DataFrame, methods=None, **_) -> Figure
         per = c["batches_per_epoch"]
         spread = [0 * per, (c["step_s_q3"] - c["step_s"]) * per]  # the fastest step up to q3
         ax2.errorbar(
-            c["K"], c["sec_per_epoch"], yerr=spread, color=c_time, marker="s", ms=4, ls="--"
+            c["K"], c["epoch_s_fastest"], yerr=spread, color=c_time, marker="s", ms=4, ls="--"
         )
         ax2.tick_params(axis="y", labelcolor=c_time)
         ax2.grid(False)
