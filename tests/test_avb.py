@@ -16,7 +16,8 @@ from vaeinf.core.methods import DivergedObjective
 from vaeinf.core.methods.avb import Adversary, ImplicitPosterior, adversary_loss
 from vaeinf.core.methods.base import standard_normal_log_prob
 from vaeinf.core.train import CHECKPOINT, MODEL, train
-from vaeinf.evaluation.evaluate import bound_curve, log_likelihood, mutual_information
+from vaeinf.evaluation.latent import mutual_information
+from vaeinf.evaluation.likelihood import bound_curve, log_likelihood
 
 from quadrature import exact_log_px, make_model, sample_data
 

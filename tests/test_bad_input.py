@@ -33,7 +33,7 @@ import yaml
 from vaeinf.cli import main
 from vaeinf.config import ConfigError, load_config
 from vaeinf.errors import DamagedFile
-from vaeinf.evaluation.evaluate import GroupedLogMeanExp, LogMeanExp, bound_curve, log_likelihood
+from vaeinf.evaluation.likelihood import GroupedLogMeanExp, LogMeanExp, bound_curve, log_likelihood
 from vaeinf.study import grid as study
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

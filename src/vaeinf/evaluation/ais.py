@@ -35,7 +35,8 @@ import torch
 from torch import Tensor
 
 from vaeinf.core.methods import Method
-from vaeinf.core.methods.base import bytes_per_row
+from vaeinf.core.methods.base import bytes_per_row, standard_normal_log_prob
+from vaeinf.evaluation.likelihood import summary
 
 #: Initial distributions of the path.
 INITS = ("prior", "q")
@@ -76,12 +77,6 @@ class AISSettings:
         return dataclasses.asdict(self) | {"schedule": "sigmoid", "transition": "HMC"}
 
 
-#: Settings of the size used for MNIST in the literature (Wu et al. 2017: HMC with 10 leapfrog
-#: steps, 16 chains, up to 10000 intermediate distributions), for ``eval.ais_*`` on
-#: binarized MNIST with ``eval.ais_points: 1000``.
-LITERATURE_MNIST = AISSettings(steps=10000, chains=16, leapfrog=10)
-
-
 def sigmoid_schedule(T: int, delta: float = 4.0) -> Tensor:
     """beta_0..beta_T (T + 1 values, float64) rising from 0 to 1: beta_t proportional to
     sigmoid(delta (2 t / T - 1)), shifted and scaled to start at 0 and end at 1 (Grosse et al.
@@ -89,11 +84,6 @@ def sigmoid_schedule(T: int, delta: float = 4.0) -> Tensor:
     t = torch.arange(T + 1, dtype=torch.float64)
     s = torch.sigmoid(delta * (2 * t / T - 1))
     return (s - s[0]) / (s[-1] - s[0])
-
-
-def _log_normal(z: Tensor) -> Tensor:
-    """log N(z; 0, I) over the last dim."""
-    return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
 
 
 class _Path:
@@ -108,7 +98,7 @@ class _Path:
         with torch.enable_grad():
             z = z.detach().requires_grad_()
             dec = self.model.decoder
-            log_prior = _log_normal(z)  # (S, B)
+            log_prior = standard_normal_log_prob(z)  # (S, B)
             log_f = dec.log_prob(self.x, dec(z)) + log_prior  # (S, B), decoder on S*B rows
             (g_f,) = torch.autograd.grad(log_f.sum(), z)
             if self.init == "prior":
@@ -215,7 +205,7 @@ def log_likelihood(
         log_w, a = anneal(_Path(model, xb, s.init), _initial(model, xb, s), betas, s)
         per_point[start : start + len(xb)] = _log_mean_exp(log_w).cpu()
         accept.append(a.item() * len(xb))
-    return _summary(per_point) | {
+    return summary(per_point) | {
         "per_point": per_point,
         "settings": s.as_dict(),
         "acceptance": sum(accept) / len(x),
@@ -261,20 +251,14 @@ def bdmc(
         lower[start : start + m] = _log_mean_exp(log_w[:, :m]).cpu()
         upper[start : start + m] = -_log_mean_exp(log_w[:, m:]).cpu()
         accept.append(a.item() * m)
-    gap = upper - lower
+    gap = summary(upper - lower)
     return {
         "lower": lower.mean().item(),
         "upper": upper.mean().item(),
-        "gap": gap.mean().item(),
-        "gap_stderr": (gap.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
+        "gap": gap["mean"],
+        "gap_stderr": gap["stderr"],
         "n": n,
         "settings": s.as_dict(),
         "acceptance": sum(accept) / n,
         "seconds": time.perf_counter() - t0,
     }
-
-
-def _summary(v: Tensor) -> dict:
-    v = v.double()
-    se = (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float("nan")
-    return {"mean": v.mean().item(), "stderr": se, "n": len(v)}

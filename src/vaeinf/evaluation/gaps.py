@@ -21,7 +21,6 @@ mean and variance of its samples (moment matching).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 
@@ -31,6 +30,7 @@ from torch.distributions import Independent, Normal
 
 from vaeinf.core.methods import Method
 from vaeinf.core.methods.base import chunking
+from vaeinf.evaluation.likelihood import summary
 
 Sampler = Callable[[dict[str, Tensor], int], tuple[Tensor, Tensor]]
 
@@ -100,7 +100,7 @@ def elbo(
 
     With ``sampler``/``params``: q is that family member (params' leading dim N); otherwise q
     is the model's posterior q_phi (:meth:`Method.log_weights`). Points and draws are chunked as
-    in :func:`vaeinf.evaluation.evaluate.log_weight_chunks` (bounded memory)."""
+    in :func:`vaeinf.evaluation.likelihood.log_weight_chunks` (bounded memory)."""
     b, s = chunking(model, len(x), n, memory_mb)
     out = torch.empty(len(x), dtype=torch.float64)
     for start in range(0, len(x), b):
@@ -161,12 +161,6 @@ def _adam_ascent(params, grads, m, v, step, lr, b1=0.9, b2=0.999, eps=1e-8) -> N
         v_.mul_(b2).addcmul_(g, g, value=1 - b2)
         denom = (v_ / (1 - b2**step)).sqrt_().add_(eps)
         p.addcdiv_(m_, denom, value=lr / (1 - b1**step))
-
-
-def _summary(v: Tensor) -> dict:
-    v = v.double()
-    se = (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float("nan")
-    return {"mean": v.mean().item(), "stderr": se, "n": len(v)}
 
 
 def q_star(
@@ -240,17 +234,17 @@ def gap_split(
     def split(l_star: Tensor) -> dict:
         approx, amort = log_px - l_star, l_star - l_phi
         return {
-            "approximation_gap": _summary(approx),
-            "amortization_gap": _summary(amort),
-            "inference_gap": _summary(log_px - l_phi),
+            "approximation_gap": summary(approx),
+            "amortization_gap": summary(amort),
+            "inference_gap": summary(log_px - l_phi),
         }
 
     return {
         "n": len(x),
-        "log_px": _summary(log_px),
-        "elbo_q_phi": _summary(l_phi) | {"kind": phi_kind},
-        "own_family": {"elbo_q_star": _summary(own) | own_info, "note": own_note, **split(own)},
-        "gaussian": {"elbo_q_star": _summary(gauss) | gauss_info, **split(gauss)},
+        "log_px": summary(log_px),
+        "elbo_q_phi": summary(l_phi) | {"kind": phi_kind},
+        "own_family": {"elbo_q_star": summary(own) | own_info, "note": own_note, **split(own)},
+        "gaussian": {"elbo_q_star": summary(gauss) | gauss_info, **split(gauss)},
         "settings": s.as_dict(),
         "per_point": {"log_px": log_px, "elbo_q_phi": l_phi, "own": own, "gaussian": gauss},
     }

@@ -131,7 +131,7 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     objective: ClassVar[str] = "iwae"
     #: Bytes of the method's own state per (sample, point) row of evaluation log-weights, on top
-    #: of the decoder's (:func:`vaeinf.evaluation.evaluate.bytes_per_row`).
+    #: of the decoder's (:func:`bytes_per_row`).
     eval_bytes_per_sample: int = 0
 
     def __init__(self, cfg: RunConfig, dim: int, train_mean: Tensor):
