@@ -131,7 +131,7 @@ def evaluate(run_dir: str | Path, memory_mb: float | None = None) -> dict:
         "reconstruction": recon,
         "time_per_epoch": times,
     }
-    metrics.update(model.extra_metrics(x_test))
+    metrics.update(model.extra_metrics(x_test, cfg.K))
     t = time.perf_counter()
     metrics.update(ais_and_gaps(model, x_test, ev, memory_mb))
     wall["ais_and_gaps"] = time.perf_counter() - t

@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.distributions import Independent, Normal
 
 from vaeinf.core.methods import Method
-from vaeinf.core.methods.base import chunking
+from vaeinf.core.methods.base import GAUSSIAN, NO_FAMILY, chunking
 from vaeinf.evaluation.likelihood import summary
 
 Sampler = Callable[[dict[str, Tensor], int], tuple[Tensor, Tensor]]
@@ -68,12 +68,9 @@ def gaussian_start(model: Method, x: Tensor, n: int = 256) -> tuple[dict[str, Te
     """Starting (mu, log_var) of the Gaussian q* and how it was obtained: the posterior's own
     Gaussian parameters where its family is the diagonal Gaussian; otherwise the mean and
     variance of n of its samples."""
-    try:
+    if model.posterior.family == GAUSSIAN:
         local = model.posterior.local_params(x)
-        if set(local) == {"mu", "log_var"}:
-            return {k: v.detach() for k, v in local.items()}, "the posterior's Gaussian"
-    except NotImplementedError:
-        pass
+        return {k: v.detach() for k, v in local.items()}, "the posterior's Gaussian"
     z = model.posterior.rsample(x, n)  # (n, B, D)
     var = z.var(0).clamp_min(1e-8)
     return {"mu": z.mean(0), "log_var": torch.log(var)}, f"moments of {n} posterior samples"
@@ -213,18 +210,13 @@ def gap_split(
             f"{g_start[1]} (the adversary is not used)"
         )
     gauss, gauss_info = q_star(model, x, "gaussian", s, memory_mb, g_start)
-    try:
-        with torch.no_grad():
-            own_keys = set(post.local_params(x[:1]))
-    except NotImplementedError:
-        own_keys = None
-    if own_keys is None:
+    if post.family == NO_FAMILY:
         own, own_info = gauss, dict(gauss_info)
         own_note = (
             f"{type(post).__name__} has no per-point parameter family: the fully factorized "
             "Gaussian stands in for it"
         )
-    elif own_keys == {"mu", "log_var"}:
+    elif post.family == GAUSSIAN:
         own, own_info = gauss, dict(gauss_info)
         own_note = "the posterior's own family is the fully factorized Gaussian"
     else:

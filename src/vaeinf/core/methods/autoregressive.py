@@ -102,6 +102,8 @@ class IAFPosterior(Posterior):
     """q_T(z|x) of Kingma et al. (2016), Algorithm 1, with the encoder's last hidden layer as the
     context h. Shapes: x (B, D_x), h (B, H), z (K, B, D)."""
 
+    family = "Gaussian and context through fixed inverse autoregressive flows"
+
     def __init__(
         self,
         dim: int,
@@ -167,15 +169,13 @@ class AutoregressiveMethod(Method):
 
     name = "autoregressive"
 
-    def __init__(self, cfg, dim, train_mean):
-        super().__init__(cfg, dim, train_mean)
-        self.objective = self.options.objective
-        # Per (sample, point) row and step: the MADE input (D + H), its hidden pre- and
-        # post-activations, its 2D outputs and a few D-sized temporaries, in float32.
-        h = cfg.model.resolved().hidden[-1]
-        made = self._made_hidden(h)
-        per_step = self.latent + h + 2 * sum(made) + 6 * self.latent
-        self.eval_bytes_per_sample = 4 * self.options.steps * per_step
+    @property
+    def eval_bytes_per_sample(self) -> int:
+        """Per (sample, point) row and step: the MADE input (D + H), its hidden pre- and
+        post-activations, its 2D outputs and a few D-sized temporaries."""
+        h = self.hidden[-1]
+        per_step = self.latent + h + 2 * sum(self._made_hidden(h)) + 6 * self.latent
+        return 4 * self.options.steps * per_step
 
     def _made_hidden(self, h: int) -> list[int]:
         return self.options.made_hidden or [h, h]

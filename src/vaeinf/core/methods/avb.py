@@ -210,10 +210,10 @@ class AVB(Method):
     proposal for evaluation."""
 
     name = "avb"
-    objective = "elbo"
+    default_objective = "elbo"
 
-    def __init__(self, cfg, dim, train_mean):
-        super().__init__(cfg, dim, train_mean)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         o = self.options
         scales = ", ".join(f"{c:g}" for c in o.proposal_scales)
         self.proposal = (
@@ -227,8 +227,11 @@ class AVB(Method):
                 else ""
             )
         )
-        # Per (sample, point) row: z, the standardized noise and the matmul's temporaries.
-        self.eval_bytes_per_sample = 4 * 8 * self.latent
+
+    @property
+    def eval_bytes_per_sample(self) -> int:
+        """Per (sample, point) row: z, the standardized noise and the matmul's temporaries."""
+        return 4 * 8 * self.latent
 
     #: The proposal is a deterministic mixture over blocks of samples, so every L_K of the
     #: bound curve takes its own draws in blocks of K (see :meth:`eval_log_weights`).
@@ -281,13 +284,13 @@ class AVB(Method):
         opt_adv.step()
         return bound.detach()
 
-    def check_epoch(self, train_objective: float, val_LK: float) -> None:
+    def check_epoch(self, train_objective: float, val_LK: float, K: int) -> None:
         """Stop when the T-based objective cannot be an ELBO: above 0, where log p(x) <= 0 for
         binary data; or above the validation L_K of the explicit proposal, a bound, by more
         than ``divergence_tolerance`` times |L_K| (a healthy run differs by the
         generalization gap and L_K - ELBO, both of the other sign or small). Either means the
         encoder is exploiting T."""
-        K, tol = self.cfg.K, self.options.divergence_tolerance
+        tol = self.options.divergence_tolerance
         numbers = f"T-based training objective {train_objective:.6g} nats, validation L_{K} "
         numbers += f"{val_LK:.6g} nats (explicit proposal)"
         if train_objective > 0:
@@ -372,10 +375,9 @@ class AVB(Method):
         return log_px + standard_normal_log_prob(z) - log_r
 
     @torch.no_grad()
-    def extra_metrics(self, x: Tensor) -> dict:
+    def extra_metrics(self, x: Tensor, K: int) -> dict:
         """AVB's own training objective on the test set, labelled as such: it uses T in place of
         log q - log p, so it is an estimate, not a bound, and is not the reported NLL."""
-        K = self.cfg.K
         vals = [self.log_weights(xb, K)[0].mean(0) for xb in x.split(max(1, 20000 // K))]
         v = torch.cat(vals).double()
         return {

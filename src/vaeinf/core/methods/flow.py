@@ -127,6 +127,8 @@ class FlowPosterior(Posterior):
     parameters: per planar step u, w (D each) and b (1); per radial step z0 (D), alpha, beta.
     """
 
+    family = "Gaussian through amortized planar or radial flows"
+
     def __init__(
         self, dim: int, latent: int, hidden: list[int], activation: str, flow: str, steps: int
     ):
@@ -207,11 +209,10 @@ class FlowMethod(Method):
 
     name = "flow"
 
-    def __init__(self, cfg, dim, train_mean):
-        super().__init__(cfg, dim, train_mean)
-        self.objective = self.options.objective
-        # Per (sample, point) row the flow keeps a few D-vectors per step alive.
-        self.eval_bytes_per_sample = 4 * self.options.steps * 4 * self.latent
+    @property
+    def eval_bytes_per_sample(self) -> int:
+        """A few D-vectors per (sample, point) row and flow step."""
+        return 4 * self.options.steps * 4 * self.latent
 
     def build_posterior(self, dim, latent, hidden, activation):
         o = self.options

@@ -27,7 +27,13 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from vaeinf.core import bounds
-from vaeinf.core.methods.base import Method, Posterior, gaussian_log_prob, gaussian_rsample
+from vaeinf.core.methods.base import (
+    GAUSSIAN,
+    Method,
+    Posterior,
+    gaussian_log_prob,
+    gaussian_rsample,
+)
 from vaeinf.core.nets import mlp
 
 #: Seed of the refinement noise in eval mode (see :meth:`SemiAmortizedPosterior.refine`).
@@ -50,6 +56,7 @@ class SemiAmortizedPosterior(Posterior):
     """
 
     dim_kl_kind = "closed form (refined Gaussian)"
+    family = GAUSSIAN
 
     def __init__(self, dim: int, latent: int, hidden: list[int], activation: str, options):
         super().__init__()
@@ -162,15 +169,17 @@ class SemiAmortizedMethod(Method):
 
     name = "semi_amortized"
 
-    def __init__(self, cfg, dim, train_mean):
-        super().__init__(cfg, dim, train_mean)
-        self.objective = self.options.objective
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.posterior.attach(self.decoder)
-        # The refinement is per point, not per sample; its forward and backward through the
-        # decoder for refine_samples rows per point are charged to each sample row, which
-        # over-counts for large K (smaller chunks, same result).
+
+    @property
+    def eval_bytes_per_sample(self) -> int:
+        """The refinement is per point, not per sample; its forward and backward through the
+        decoder for ``refine_samples`` rows per point are charged to each sample row, which
+        over-counts for large K (smaller chunks)."""
         widths = [m.out_features for m in self.decoder.net if isinstance(m, nn.Linear)]
-        self.eval_bytes_per_sample = 4 * 4 * sum(widths) * self.options.refine_samples
+        return 4 * 4 * sum(widths) * self.options.refine_samples
 
     def build_posterior(self, dim, latent, hidden, activation):
         return SemiAmortizedPosterior(dim, latent, hidden, activation, self.options)
@@ -195,7 +204,7 @@ class SemiAmortizedMethod(Method):
         return loss, bound
 
     @torch.no_grad()
-    def extra_metrics(self, x: Tensor) -> dict:
+    def extra_metrics(self, x: Tensor, K: int) -> dict:
         """The amortization gap: the ELBO of the encoder's Gaussian and of the refined one,
         each from 100 samples per test point (Cremer et al. 2018 call the difference the
         amortization gap; Kim et al. 2018 report it for SA-VAE)."""
