@@ -1,27 +1,16 @@
 """Annealed importance sampling (AIS) of log p(x), and its bidirectional Monte Carlo (BDMC) check.
 
-AIS (Neal 2001, "Annealed importance sampling", Statistics and Computing 11) anneals from an
-initial density p_0(z) to the unnormalized posterior f_T(z) = p(x|z) p(z) along the geometric path
+Why: a stochastic lower bound on log p(x) that does not depend on q, to measure the inference
+gap. AIS anneals from p_0 = p(z) (or q) to p(x|z) p(z) along the geometric path
+log f_t = (1 - beta_t) log p_0 + beta_t log f_T with HMC transitions, a sigmoidal schedule and a
+per-chain step size adapted towards acceptance 0.65; BDMC runs it backwards from the exact
+posterior sample of simulated data for a stochastic upper bound. Batched over points and
+chains, in chunks sized from a memory budget.
 
-    log f_t(z) = (1 - beta_t) log p_0(z) + beta_t log f_T(z),    0 = beta_0 < ... < beta_T = 1,
-
-and accumulates the log-weight sum_t (beta_t - beta_{t-1}) [log f_T(z_{t-1}) - log p_0(z_{t-1})]
-(Neal 2001, Eq. 3), where z_t comes from a Markov transition that leaves f_t invariant. Its
-exponential is an unbiased estimate of p(x) = int f_T, so the log-mean-exp over S chains is a
-stochastic lower bound on log p(x). For VAE decoders this is Wu, Burda, Salakhutdinov & Grosse
-(2017), "On the Quantitative Analysis of Decoder-Based Generative Models", ICLR: p_0 = p(z),
-Hamiltonian Monte Carlo transitions, a sigmoidal schedule and a step size adapted per chain
-towards an acceptance rate of 0.65. With the prior as p_0 the estimate does not depend on q.
-
-BDMC (Grosse, Ghahramani & Adams 2015, "Sandwiching the marginal likelihood using bidirectional
-Monte Carlo", arXiv:1511.02543, Sec. 3): on data simulated from the model, (z*, x) ~ p(z) p(x|z),
-z* is an exact posterior sample of x, so AIS run backwards from z* (f_T to p_0) estimates
-1 / p(x) without bias, and minus its log-mean-exp is a stochastic upper bound on log p(x).
-Forward and reverse estimates sandwich log p(x); their gap bounds the error of the AIS settings
-on data like the simulated data.
-
-Everything is batched over points and chains: the only Python loops are over the T annealing
-steps and the leapfrog steps. Points are processed in chunks sized from a memory budget.
+Reference: Neal (2001), "Annealed importance sampling", Eq. 3; Wu, Burda, Salakhutdinov & Grosse
+(2017), "On the Quantitative Analysis of Decoder-Based Generative Models", ICLR, Sec. 4; Grosse,
+Ghahramani & Adams (2015), "Sandwiching the marginal likelihood using bidirectional Monte Carlo",
+Sec. 3.
 """
 
 from __future__ import annotations

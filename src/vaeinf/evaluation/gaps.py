@@ -1,21 +1,13 @@
 """The inference gap split into an approximation and an amortization gap, with AIS as log p(x).
 
-Cremer, Li & Duvenaud (2018), "Inference Suboptimality in Variational Autoencoders", ICML,
-Table 1: for a data point x, a variational family Q and the amortized posterior q_phi in Q,
+Why: to tell how much of log p(x) - L[q_phi] comes from the family and how much from the
+encoder. Per point, approximation gap = log p(x) - L[q*] and amortization gap = L[q*] - L[q_phi],
+q* the best member of the family found by Adam from the encoder's output, L the ELBO averaged
+over ``elbo_samples`` draws in float64, log p(x) the AIS estimate; the two add up exactly. The
+fully factorized Gaussian's q* is reported for every run as a common yardstick.
 
-    approximation gap = log p(x) - L[q*],     amortization gap = L[q*] - L[q_phi],
-
-where L[q] = E_q[log p(x|z) + log p(z) - log q(z)] is the ELBO and q* = argmax_{q in Q} L[q] is
-the best member of the family for that point. Here log p(x) is the AIS estimate
-(:mod:`vaeinf.evaluation.ais`, from the prior, so independent of q); q* is found by Adam on each
-point's
-variational parameters, started from the encoder's output; every L is the average of log w over
-``elbo_samples`` draws, in float64. All terms are per point on the same points, so the two gaps
-add up to log p(x) - L[q_phi] exactly.
-
-Every run also reports q* of the fully factorized Gaussian family N(mu, diag sigma^2) as a common
-yardstick, started from the posterior's Gaussian output where it has one and otherwise from the
-mean and variance of its samples (moment matching).
+Reference: Cremer, Li & Duvenaud (2018), "Inference Suboptimality in Variational Autoencoders",
+ICML, Table 1.
 """
 
 from __future__ import annotations

@@ -1,28 +1,20 @@
 """Semi-amortized posterior: SVI refinement of the encoder's Gaussian (`semi_amortized`).
 
-Kim, Wiseman, Miller, Sontag & Rush (2018), "Semi-Amortized Variational Autoencoders", ICML,
-Algorithm 1: the encoder gives lambda_0 = (mu_0, log sigma_0^2) = enc(x); T steps of gradient
-ascent (with momentum) on the per-datapoint ELBO
+Why: to close the amortization gap. From the encoder's lambda_0 = (mu_0, log sigma_0^2), T steps
+of gradient ascent with momentum on the per-point ELBO give lambda_T, and q(z|x) = N(lambda_T) is
+the posterior of the bound and of evaluation. The encoder's gradient flows back through the T
+steps (double backward); the decoder's parameters are constants inside the refinement. The
+ablation ``backprop_through_refinement: false`` detaches it: the encoder then trains on its own
+bound (amortized initialization of SVI, Hjelm et al. 2016; Krishnan et al. 2018). Batched over
+the minibatch; only the T steps are a Python loop.
 
-    f(lambda; x) = E_{N(z; mu, sigma^2)}[log p(x|z)] - KL(N(mu, sigma^2) || N(0, I))
-
-give lambda_T, and q(z|x) = N(mu_T, sigma_T^2) is the posterior of the bound and of evaluation.
-By default the training gradient of the encoder flows back through the T steps (``create_graph``,
-Hessian-vector products by double backward); the decoder gets the partial derivative at fixed
-lambda_T, as in their Algorithm 1 (the decoder's parameters are held constant inside the
-refinement). The ablation ``backprop_through_refinement: false`` detaches the refinement: the
-decoder still trains on the refined bound, and the encoder trains only on its own bound (the
-same objective with q = N(lambda_0), the decoder held constant), i.e. amortized initialization
-of SVI (Hjelm et al. 2016; Krishnan et al. 2018).
-
-Everything is batched over the minibatch: one ``autograd.grad`` of the batch sum of f gives every
-point's gradient at once (the points do not interact); only the T steps are a Python loop.
+Reference: Kim, Wiseman, Miller, Sontag & Rush (2018), "Semi-Amortized Variational
+Autoencoders", ICML, Algorithm 1.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -34,18 +26,10 @@ from vaeinf.core.methods.base import (
     gaussian_log_prob,
     gaussian_rsample,
 )
-from vaeinf.core.nets import mlp
+from vaeinf.core.nets import bernoulli_log_prob_plain, mlp
 
 #: Seed of the refinement noise in eval mode (see :meth:`SemiAmortizedPosterior.refine`).
 EVAL_SEED = 0
-
-
-def bernoulli_log_lik(x: Tensor, logits: Tensor) -> Tensor:
-    """sum_d x_d l_d - softplus(l_d): log p(x|z) from logits (S, B, D_x) -> (S, B).
-
-    Written with plain operations (not the decoder's fused ``log_prob``) because the refinement
-    differentiates it twice."""
-    return (x * logits).sum(-1) - F.softplus(logits).sum(-1)
 
 
 class SemiAmortizedPosterior(Posterior):
@@ -87,7 +71,7 @@ class SemiAmortizedPosterior(Posterior):
         dec = self._decoder
         logits = dec(z) if params is None else functional_call(dec, params, (z,))  # (n, B, D_x)
         kl = 0.5 * (torch.exp(log_var) + mu * mu - 1.0 - log_var).sum(-1)  # (B,)
-        return bernoulli_log_lik(x, logits).mean(0) - kl
+        return bernoulli_log_prob_plain(x, logits).mean(0) - kl
 
     def refine(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """lambda_T = (mu_T, log sigma_T^2), each (B, D), from T steps of SGD with momentum on f.
@@ -191,7 +175,7 @@ class SemiAmortizedMethod(Method):
         z, log_q = gaussian_rsample(mu, 0.5 * log_var, K)  # (K, B, D), (K, B)
         params = {k: p.detach() for k, p in self.decoder.named_parameters()}
         logits = functional_call(self.decoder, params, (z,))  # (K, B, D_x)
-        log_w = bernoulli_log_lik(x, logits) + self.prior().log_prob(z) - log_q  # (K, B)
+        log_w = bernoulli_log_prob_plain(x, logits) + self.prior().log_prob(z) - log_q  # (K, B)
         return bounds.bound(log_w, self.objective)
 
     def training_loss(self, x, K, estimator):
