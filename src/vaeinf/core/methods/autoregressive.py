@@ -113,11 +113,6 @@ class IAFPosterior(Posterior):
         mu, log_var = self.base_head(h).chunk(2, dim=-1)
         return mu, 0.5 * log_var, h
 
-    def rsample_and_log_prob(self, x, K, stop_param_grad=False):
-        if stop_param_grad:
-            raise NotImplementedError("the IAF posterior supports the standard estimator only")
-        return self.rsample_and_log_prob_local(self.local_params(x), K)
-
     def log_prob(self, z: Tensor, x: Tensor) -> Tensor:
         """log q_T(z|x) at given z (K, B, D) by inverting the steps: zuko's inverse takes D
         sequential MADE passes per step (exact for an autoregressive transform), so this costs

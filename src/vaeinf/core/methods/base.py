@@ -61,7 +61,9 @@ def chunked_over_samples(fn: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
 
 
 class Posterior(nn.Module):
-    """q(z|x). Subclasses implement :meth:`rsample_and_log_prob`; the rest has generic defaults.
+    """q(z|x). Subclasses implement :meth:`rsample_and_log_prob`, or :meth:`local_params` and
+    :meth:`rsample_and_log_prob_local` (a diagonal Gaussian family only the former); the rest
+    has generic defaults.
 
     Shapes: x (B, D_x); z (K, B, D) with the sample dimension first; log-densities (K, B).
     """
@@ -79,9 +81,12 @@ class Posterior(nn.Module):
         """Reparameterized z of shape (K, B, D) and log q(z|x) of shape (K, B).
 
         With ``stop_param_grad``, log q is evaluated with the variational parameters detached
-        (only the path through z carries gradient), as STL/DReG require.
+        (only the path through z carries gradient), as STL/DReG require. Default: the family
+        member at the encoder's per-point parameters, standard estimator only.
         """
-        raise NotImplementedError
+        if stop_param_grad:
+            raise NotImplementedError(f"{type(self).__name__} supports the standard estimator only")
+        return self.rsample_and_log_prob_local(self.local_params(x), K)
 
     def log_prob(self, z: Tensor, x: Tensor) -> Tensor:
         """log q(z|x) at given z (K, B, D) -> (K, B), x broadcast over K. Optional."""
@@ -118,7 +123,10 @@ class Posterior(nn.Module):
         self, params: dict[str, Tensor], K: int
     ) -> tuple[Tensor, Tensor]:
         """z (K, B, D) and log q(z) (K, B) of the family member with per-point ``params`` (as
-        returned by :meth:`local_params`), differentiable w.r.t. them."""
+        returned by :meth:`local_params`), differentiable w.r.t. them; for the diagonal
+        Gaussian family, :func:`gaussian_rsample` at (mu, log_var)."""
+        if self.family == GAUSSIAN:
+            return gaussian_rsample(params["mu"], 0.5 * params["log_var"], K)
         raise NotImplementedError(f"{type(self).__name__} has no per-point parameter family")
 
     @torch.no_grad()

@@ -166,11 +166,6 @@ class FlowPosterior(Posterior):
     def _step(self, z: Tensor, p: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         return planar_step(z, *p) if self.flow == "planar" else radial_step(z, *p)
 
-    def rsample_and_log_prob(self, x, K, stop_param_grad=False):
-        if stop_param_grad:
-            raise NotImplementedError("the flow posterior supports the standard estimator only")
-        return self.rsample_and_log_prob_local(self.local_params(x), K)
-
     def log_prob(self, z: Tensor, x: Tensor) -> Tensor:
         """log q_T(z|x) at given z (K, B, D): radial flows only, by their closed-form inverse.
 

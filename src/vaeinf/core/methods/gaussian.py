@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vaeinf.core.methods.base import GAUSSIAN, Method, Posterior, gaussian_rsample
+from vaeinf.core.methods.base import GAUSSIAN, Method, Posterior
 from vaeinf.core.nets import mlp
 
 
@@ -64,9 +64,6 @@ class GaussianPosterior(Posterior):
         """(mu, log sigma^2), each (B, D): the diagonal Gaussian family."""
         mu, log_var = self.encoder.net(x).chunk(2, dim=-1)
         return {"mu": mu, "log_var": log_var}
-
-    def rsample_and_log_prob_local(self, params, K):
-        return gaussian_rsample(params["mu"], 0.5 * params["log_var"], K)
 
 
 class GaussianMethod(Method):

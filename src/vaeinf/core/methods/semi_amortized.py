@@ -143,9 +143,6 @@ class SemiAmortizedPosterior(Posterior):
         mu, log_var = self.refine(x)
         return {"mu": mu, "log_var": log_var}
 
-    def rsample_and_log_prob_local(self, params, K):
-        return gaussian_rsample(params["mu"], 0.5 * params["log_var"], K)
-
 
 class SemiAmortizedMethod(Method):
     """`semi_amortized`: SA-VAE (Kim et al. 2018) with the refined Gaussian trained on L_K by
