@@ -31,7 +31,7 @@ comparison is a ratio of medians taken in the same run, with the contenders inte
    :func:`vaeinf.core.nets.bernoulli_log_prob`, the measured reason the library uses the latter.
 
 3. The test NLL at K = 5000 on the 10000 test images with
-   :func:`vaeinf.evaluation.evaluate.log_likelihood` under a memory budget (``--memory-mb``), in a
+   :func:`vaeinf.evaluation.likelihood.log_likelihood` under a memory budget (``--memory-mb``), in a
    subprocess so that its peak resident memory is its own: wall time, FLOP-bound ratio and the
    peak RSS, also at a larger K (``--big-k``) on a few points to show memory does not grow with K.
    The model is untrained (the Burda initialisation): the NLL value is only reported, the time
@@ -422,7 +422,7 @@ def nll_child(spec: dict) -> list[dict]:
     """Runs in a fresh interpreter: time log_likelihood and measure its peak RSS, for each
     (K, points) of ``spec["runs"]`` in turn, the peak reset to the current RSS before each."""
     from vaeinf.core.methods.base import chunking
-    from vaeinf.evaluation.evaluate import log_likelihood
+    from vaeinf.evaluation.likelihood import log_likelihood
 
     set_threads(spec["threads"])
     args = argparse.Namespace(**spec["args"])
@@ -615,7 +615,7 @@ def markdown(result: dict) -> str:
     if nll:
         lines += [
             "",
-            "Test NLL with `vaeinf.evaluation.evaluate.log_likelihood` "
+            "Test NLL with `vaeinf.evaluation.likelihood.log_likelihood` "
             "(untrained Burda-initialised model: "
             "the time and memory do not depend on the weights), in a subprocess; the FLOP bound "
             "is the forward matmuls (encoder once per sample chunk, decoder on K x points rows) "

@@ -16,7 +16,8 @@ from vaeinf.core.methods import DivergedObjective
 from vaeinf.core.methods.avb import Adversary, ImplicitPosterior, adversary_loss
 from vaeinf.core.methods.base import standard_normal_log_prob
 from vaeinf.core.train import CHECKPOINT, MODEL, train
-from vaeinf.evaluation.evaluate import bound_curve, log_likelihood, mutual_information
+from vaeinf.evaluation.latent import mutual_information
+from vaeinf.evaluation.likelihood import bound_curve, log_likelihood
 
 from quadrature import exact_log_px, make_model, sample_data
 
@@ -186,7 +187,7 @@ def test_no_density_is_reported_as_such(trained_1d):
     mi = mutual_information(model, x)
     assert mi["value"] is None and "no density" in mi["reason"]
     assert "fitted" in model.proposal and "mixture" in model.proposal
-    extra = model.extra_metrics(x)["avb_adversary_objective"]
+    extra = model.extra_metrics(x, 5)["avb_adversary_objective"]
     assert "not a bound" in extra["note"] and extra["n"] == len(x)
 
 
@@ -313,11 +314,11 @@ def test_guard_stops_an_exploited_adversary(tmp_path, monkeypatch):
 def test_guard_compares_with_the_validation_bound():
     """The second test: far above the explicit proposal's L_K, though below 0."""
     model = make_model("avb", dim=12, hidden=16)
-    model.check_epoch(-25.0, -24.0)  # a healthy epoch: the ELBO below L_K
-    model.check_epoch(-22.0, -24.0)  # within 20% of |L_K| above it (generalization gap)
+    model.check_epoch(-25.0, -24.0, 5)  # a healthy epoch: the ELBO below L_K
+    model.check_epoch(-22.0, -24.0, 5)  # within 20% of |L_K| above it (generalization gap)
     with pytest.raises(DivergedObjective, match=r"-60 nats, validation L_5 -180 nats"):
-        model.check_epoch(-60.0, -180.0)
+        model.check_epoch(-60.0, -180.0, 5)
     with pytest.raises(DivergedObjective, match=r"> 0"):
-        model.check_epoch(3.0, -24.0)
+        model.check_epoch(3.0, -24.0, 5)
     model.options = dataclasses.replace(model.options, divergence_tolerance=None)
-    model.check_epoch(-60.0, -180.0)
+    model.check_epoch(-60.0, -180.0, 5)

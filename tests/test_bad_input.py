@@ -33,7 +33,7 @@ import yaml
 from vaeinf.cli import main
 from vaeinf.config import ConfigError, load_config
 from vaeinf.errors import DamagedFile
-from vaeinf.evaluation.evaluate import GroupedLogMeanExp, LogMeanExp, bound_curve, log_likelihood
+from vaeinf.evaluation.likelihood import GroupedLogMeanExp, LogMeanExp, bound_curve, log_likelihood
 from vaeinf.study import grid as study
 from vaeinf.study import jobs
 

@@ -13,7 +13,7 @@ from vaeinf.core import bounds
 from vaeinf.core.data import load_dataset
 from vaeinf.core.methods import build_model
 from vaeinf.core.methods.base import chunking
-from vaeinf.evaluation.evaluate import bound_curve, log_likelihood
+from vaeinf.evaluation.likelihood import bound_curve, log_likelihood
 
 from quadrature import exact_log_px, make_model, sample_data
 

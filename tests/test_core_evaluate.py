@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from vaeinf.core.methods.base import Posterior
-from vaeinf.evaluation.evaluate import active_units, mutual_information
+from vaeinf.evaluation.latent import active_units, mutual_information
 
 from quadrature import make_model
 

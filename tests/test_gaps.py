@@ -7,6 +7,7 @@ import torch
 
 from vaeinf.config import ConfigError, ModelConfig, RunConfig, load_config
 from vaeinf.core.methods import build_model
+from vaeinf.core.methods.base import GAUSSIAN, NO_FAMILY
 from vaeinf.evaluation import ais, gaps
 
 
@@ -31,8 +32,20 @@ def test_local_family_reproduces_the_posterior(method):
 
 def test_avb_has_no_local_family():
     model = build_model(RunConfig(method="avb"), 10, torch.full((10,), 0.3))
+    assert model.posterior.family == NO_FAMILY
     with pytest.raises(NotImplementedError):
         model.posterior.local_params(torch.zeros(2, 10))
+
+
+@pytest.mark.parametrize("method", ["vae", "iwae", "flow", "autoregressive", "semi_amortized"])
+def test_declared_family_matches_the_local_parameters(method):
+    """A posterior declared a diagonal Gaussian has exactly the parameters mu, log_var."""
+    cfg = RunConfig(method=method, model=ModelConfig(hidden=[16], latent=3))
+    model = build_model(cfg, 10, torch.full((10,), 0.3)).eval()
+    with torch.no_grad():
+        keys = set(model.posterior.local_params(torch.zeros(2, 10)))
+    assert model.posterior.family != NO_FAMILY
+    assert (model.posterior.family == GAUSSIAN) == (keys == {"mu", "log_var"})
 
 
 def _train(method: str, data, steps: int = 150):

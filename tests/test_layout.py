@@ -155,7 +155,7 @@ def test_registries_list_exactly_the_names():
     assert tuple(REGISTRY) == tuple(names.METHODS) == tuple(METHOD_OPTIONS)
     assert tuple(LOADERS) == names.DATASETS == tuple(DOWNLOADS)
     for name, cls in REGISTRY.items():
-        assert cls.name == name and cls.objective in names.OBJECTIVES
+        assert cls.name == name and cls.default_objective in names.OBJECTIVES
     for estimators in names.METHODS.values():
         assert set(estimators) <= set(names.ESTIMATORS)
 

@@ -62,7 +62,7 @@ def test_one_train_step_reaches_every_parameter(model, digits):
     # Every parameter is optimized, by exactly one optimizer.
     ids = [id(p) for o in opts for g in o.param_groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in m.parameters())
-    value = m.train_step(digits.train[:20], K, m.cfg.estimator, opts)
+    value = m.train_step(digits.train[:20], K, "standard", opts)
     assert value.shape == (20,) and torch.isfinite(value).all() and not value.requires_grad
     for name, p in m.named_parameters():
         assert p.grad is not None, f"{name} got no gradient"
@@ -128,7 +128,7 @@ def test_short_training_improves_the_bound(model, digits):
     gen = torch.Generator().manual_seed(0)
     for _ in range(60):
         idx = torch.randint(len(digits.train), (100,), generator=gen)
-        m.train_step(digits.train[idx], K, m.cfg.estimator, opts)
+        m.train_step(digits.train[idx], K, "standard", opts)
     after = val_bound()
     assert math.isfinite(after) and after > before + 0.5, (before, after)
 
@@ -136,3 +136,18 @@ def test_short_training_improves_the_bound(model, digits):
 def test_deepcopy_keeps_the_semi_amortized_decoder_link(digits):
     m = copy.deepcopy(make("semi_amortized", digits))
     assert m.posterior._decoder is m.decoder
+
+
+def test_objective_is_the_options_or_the_class_default(digits):
+    small = ModelConfig(hidden=[8], latent=2)
+    for method, options, objective in [
+        ("vae", {}, "elbo"),
+        ("iwae", {}, "iwae"),
+        ("flow", {}, "iwae"),
+        ("flow", {"objective": "elbo"}, "elbo"),
+        ("semi_amortized", {"objective": "elbo"}, "elbo"),
+    ]:
+        cfg = RunConfig(method=method, method_options=options, model=small)
+        m = build_model(cfg, digits.dim, digits.train_mean())
+        assert m.objective == objective, (method, options)
+        assert isinstance(m.eval_bytes_per_sample, int) and m.eval_bytes_per_sample >= 0

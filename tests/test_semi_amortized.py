@@ -159,5 +159,5 @@ def test_options_are_validated():
 
 
 def test_extra_metrics_report_the_refinement_gain(trained, digits):
-    out = trained.extra_metrics(digits.test[:50])["refinement"]
+    out = trained.extra_metrics(digits.test[:50], K=3)["refinement"]
     assert out["gain"] > 0 and out["n"] == 50

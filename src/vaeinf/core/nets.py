@@ -49,18 +49,10 @@ class BernoulliDecoder(nn.Module):
 def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
     """sum_d log Bernoulli(x_d; sigmoid(l_d)) = sum_d x_d l_d - softplus(l_d), over the last dim.
 
-    The same value as ``Independent(Bernoulli(logits=logits), 1).log_prob(x)`` (tested to a
-    relative 1e-5 in float32 and 1e-10 in float64, gradients included: ``F.softplus`` returns l
-    for l > 20, off by log1p(exp(-20)) < 2.1e-9 per pixel), written out because it
-    is measurably faster, the one place the library leaves torch.distributions: x (..., D) is
-    broadcast, never expanded to the K copies of the logits; x . l is one batched dot product
-    without a temporary; the backward is one in-place pass over a single buffer,
-    d/dl = g (x - sigmoid(l)), instead of autograd's chain through argument validation and
-    binary_cross_entropy_with_logits. The benchmark (``bench/``) times this term alone against
-    ``Independent(Bernoulli(logits=...), 1)`` and ``F.binary_cross_entropy_with_logits`` on the
-    expanded x; its report gives the figures (this one is the fastest of the three). Under
-    ``torch.compile`` it is :class:`_CompiledBernoulliLogProb` instead, which Inductor fuses.
-    Differentiable twice (the backward is recorded out of place under ``create_graph``).
+    Why not ``Independent(Bernoulli(logits=...), 1).log_prob``: the same value (tested), but x is
+    broadcast instead of expanded to the K copies of the logits and the backward is one fused
+    pass, d/dl = g (x - sigmoid(l)); the benchmark report times it against the alternatives.
+    Under ``torch.compile`` it is :class:`_CompiledBernoulliLogProb`. Differentiable twice.
     """
     needs_grad = torch.is_grad_enabled() and (logits.requires_grad or x.requires_grad)
     if torch.compiler.is_compiling():  # Inductor fuses this into one pass over the logits
@@ -78,14 +70,10 @@ SOFTPLUS_GROUP = 16
 def softplus_sum(logits: Tensor) -> Tensor:
     """sum_d softplus(l_d) over the last dim, with one exp per element and one log per 16.
 
-    softplus(l) = max(l, 0) + log(1 + e) with e = exp(-|l|) in (0, 1], and a sum of logs is the
-    log of a product, so the D logs become D/16: sum_d softplus(l_d) = sum_d max(l_d, 0) +
-    sum_g log prod_{d in g} (1 + e_d). The same value as ``F.softplus(l).sum(-1)`` up to float
-    rounding (a relative 2e-6 of the sum in float32, tested). Used only under ``torch.compile``,
-    where Inductor turns it into one vectorized pass over the logits, about twice as fast as
-    log1p(exp(.)) per element there (measured in a profile of the compiled step; the benchmark
-    report times the whole step). In eager mode the grouped product is a slow reduction, so
-    :func:`bernoulli_log_prob` keeps ``F.softplus``.
+    softplus(l) = max(l, 0) + log(1 + exp(-|l|)), and a sum of logs is the log of a product, so
+    the D logs become D/16; the same value up to float rounding (tested). Used only under
+    ``torch.compile``, where Inductor makes it one vectorized pass (faster than log1p(exp(.)) per
+    element; figures in the benchmark report); eager mode keeps ``F.softplus``.
     """
     e = torch.exp(-logits.abs())
     factors = 1 + e

@@ -409,7 +409,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
             )
             _write_log(run_dir, rows)
             try:  # before this epoch's checkpoint, so that the one on disk passed every check
-                model.check_epoch(rows[-1]["train_objective"], val_lk)
+                model.check_epoch(rows[-1]["train_objective"], val_lk, cfg.K)
             except DivergedObjective as e:
                 if saved is None:
                     kept = "no checkpoint had been written"

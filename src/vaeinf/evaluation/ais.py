@@ -1,27 +1,16 @@
 """Annealed importance sampling (AIS) of log p(x), and its bidirectional Monte Carlo (BDMC) check.
 
-AIS (Neal 2001, "Annealed importance sampling", Statistics and Computing 11) anneals from an
-initial density p_0(z) to the unnormalized posterior f_T(z) = p(x|z) p(z) along the geometric path
+Why: a stochastic lower bound on log p(x) that does not depend on q, to measure the inference
+gap. AIS anneals from p_0 = p(z) (or q) to p(x|z) p(z) along the geometric path
+log f_t = (1 - beta_t) log p_0 + beta_t log f_T with HMC transitions, a sigmoidal schedule and a
+per-chain step size adapted towards acceptance 0.65; BDMC runs it backwards from the exact
+posterior sample of simulated data for a stochastic upper bound. Batched over points and
+chains, in chunks sized from a memory budget.
 
-    log f_t(z) = (1 - beta_t) log p_0(z) + beta_t log f_T(z),    0 = beta_0 < ... < beta_T = 1,
-
-and accumulates the log-weight sum_t (beta_t - beta_{t-1}) [log f_T(z_{t-1}) - log p_0(z_{t-1})]
-(Neal 2001, Eq. 3), where z_t comes from a Markov transition that leaves f_t invariant. Its
-exponential is an unbiased estimate of p(x) = int f_T, so the log-mean-exp over S chains is a
-stochastic lower bound on log p(x). For VAE decoders this is Wu, Burda, Salakhutdinov & Grosse
-(2017), "On the Quantitative Analysis of Decoder-Based Generative Models", ICLR: p_0 = p(z),
-Hamiltonian Monte Carlo transitions, a sigmoidal schedule and a step size adapted per chain
-towards an acceptance rate of 0.65. With the prior as p_0 the estimate does not depend on q.
-
-BDMC (Grosse, Ghahramani & Adams 2015, "Sandwiching the marginal likelihood using bidirectional
-Monte Carlo", arXiv:1511.02543, Sec. 3): on data simulated from the model, (z*, x) ~ p(z) p(x|z),
-z* is an exact posterior sample of x, so AIS run backwards from z* (f_T to p_0) estimates
-1 / p(x) without bias, and minus its log-mean-exp is a stochastic upper bound on log p(x).
-Forward and reverse estimates sandwich log p(x); their gap bounds the error of the AIS settings
-on data like the simulated data.
-
-Everything is batched over points and chains: the only Python loops are over the T annealing
-steps and the leapfrog steps. Points are processed in chunks sized from a memory budget.
+Reference: Neal (2001), "Annealed importance sampling", Eq. 3; Wu, Burda, Salakhutdinov & Grosse
+(2017), "On the Quantitative Analysis of Decoder-Based Generative Models", ICLR, Sec. 4; Grosse,
+Ghahramani & Adams (2015), "Sandwiching the marginal likelihood using bidirectional Monte Carlo",
+Sec. 3.
 """
 
 from __future__ import annotations
@@ -35,7 +24,8 @@ import torch
 from torch import Tensor
 
 from vaeinf.core.methods import Method
-from vaeinf.core.methods.base import bytes_per_row
+from vaeinf.core.methods.base import bytes_per_row, standard_normal_log_prob
+from vaeinf.evaluation.likelihood import summary
 
 #: Initial distributions of the path.
 INITS = ("prior", "q")
@@ -76,12 +66,6 @@ class AISSettings:
         return dataclasses.asdict(self) | {"schedule": "sigmoid", "transition": "HMC"}
 
 
-#: Settings of the size used for MNIST in the literature (Wu et al. 2017: HMC with 10 leapfrog
-#: steps, 16 chains, up to 10000 intermediate distributions), for ``eval.ais_*`` on
-#: binarized MNIST with ``eval.ais_points: 1000``.
-LITERATURE_MNIST = AISSettings(steps=10000, chains=16, leapfrog=10)
-
-
 def sigmoid_schedule(T: int, delta: float = 4.0) -> Tensor:
     """beta_0..beta_T (T + 1 values, float64) rising from 0 to 1: beta_t proportional to
     sigmoid(delta (2 t / T - 1)), shifted and scaled to start at 0 and end at 1 (Grosse et al.
@@ -89,11 +73,6 @@ def sigmoid_schedule(T: int, delta: float = 4.0) -> Tensor:
     t = torch.arange(T + 1, dtype=torch.float64)
     s = torch.sigmoid(delta * (2 * t / T - 1))
     return (s - s[0]) / (s[-1] - s[0])
-
-
-def _log_normal(z: Tensor) -> Tensor:
-    """log N(z; 0, I) over the last dim."""
-    return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
 
 
 class _Path:
@@ -108,7 +87,7 @@ class _Path:
         with torch.enable_grad():
             z = z.detach().requires_grad_()
             dec = self.model.decoder
-            log_prior = _log_normal(z)  # (S, B)
+            log_prior = standard_normal_log_prob(z)  # (S, B)
             log_f = dec.log_prob(self.x, dec(z)) + log_prior  # (S, B), decoder on S*B rows
             (g_f,) = torch.autograd.grad(log_f.sum(), z)
             if self.init == "prior":
@@ -215,7 +194,7 @@ def log_likelihood(
         log_w, a = anneal(_Path(model, xb, s.init), _initial(model, xb, s), betas, s)
         per_point[start : start + len(xb)] = _log_mean_exp(log_w).cpu()
         accept.append(a.item() * len(xb))
-    return _summary(per_point) | {
+    return summary(per_point) | {
         "per_point": per_point,
         "settings": s.as_dict(),
         "acceptance": sum(accept) / len(x),
@@ -261,20 +240,14 @@ def bdmc(
         lower[start : start + m] = _log_mean_exp(log_w[:, :m]).cpu()
         upper[start : start + m] = -_log_mean_exp(log_w[:, m:]).cpu()
         accept.append(a.item() * m)
-    gap = upper - lower
+    gap = summary(upper - lower)
     return {
         "lower": lower.mean().item(),
         "upper": upper.mean().item(),
-        "gap": gap.mean().item(),
-        "gap_stderr": (gap.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
+        "gap": gap["mean"],
+        "gap_stderr": gap["stderr"],
         "n": n,
         "settings": s.as_dict(),
         "acceptance": sum(accept) / n,
         "seconds": time.perf_counter() - t0,
     }
-
-
-def _summary(v: Tensor) -> dict:
-    v = v.double()
-    se = (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float("nan")
-    return {"mean": v.mean().item(), "stderr": se, "n": len(v)}

@@ -1,27 +1,18 @@
 """The inference gap split into an approximation and an amortization gap, with AIS as log p(x).
 
-Cremer, Li & Duvenaud (2018), "Inference Suboptimality in Variational Autoencoders", ICML,
-Table 1: for a data point x, a variational family Q and the amortized posterior q_phi in Q,
+Why: to tell how much of log p(x) - L[q_phi] comes from the family and how much from the
+encoder. Per point, approximation gap = log p(x) - L[q*] and amortization gap = L[q*] - L[q_phi],
+q* the best member of the family found by Adam from the encoder's output, L the ELBO averaged
+over ``elbo_samples`` draws in float64, log p(x) the AIS estimate; the two add up exactly. The
+fully factorized Gaussian's q* is reported for every run as a common yardstick.
 
-    approximation gap = log p(x) - L[q*],     amortization gap = L[q*] - L[q_phi],
-
-where L[q] = E_q[log p(x|z) + log p(z) - log q(z)] is the ELBO and q* = argmax_{q in Q} L[q] is
-the best member of the family for that point. Here log p(x) is the AIS estimate
-(:mod:`vaeinf.evaluation.ais`, from the prior, so independent of q); q* is found by Adam on each
-point's
-variational parameters, started from the encoder's output; every L is the average of log w over
-``elbo_samples`` draws, in float64. All terms are per point on the same points, so the two gaps
-add up to log p(x) - L[q_phi] exactly.
-
-Every run also reports q* of the fully factorized Gaussian family N(mu, diag sigma^2) as a common
-yardstick, started from the posterior's Gaussian output where it has one and otherwise from the
-mean and variance of its samples (moment matching).
+Reference: Cremer, Li & Duvenaud (2018), "Inference Suboptimality in Variational Autoencoders",
+ICML, Table 1.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 
@@ -30,7 +21,8 @@ from torch import Tensor
 from torch.distributions import Independent, Normal
 
 from vaeinf.core.methods import Method
-from vaeinf.core.methods.base import chunking
+from vaeinf.core.methods.base import GAUSSIAN, NO_FAMILY, chunking
+from vaeinf.evaluation.likelihood import summary
 
 Sampler = Callable[[dict[str, Tensor], int], tuple[Tensor, Tensor]]
 
@@ -68,12 +60,9 @@ def gaussian_start(model: Method, x: Tensor, n: int = 256) -> tuple[dict[str, Te
     """Starting (mu, log_var) of the Gaussian q* and how it was obtained: the posterior's own
     Gaussian parameters where its family is the diagonal Gaussian; otherwise the mean and
     variance of n of its samples."""
-    try:
+    if model.posterior.family == GAUSSIAN:
         local = model.posterior.local_params(x)
-        if set(local) == {"mu", "log_var"}:
-            return {k: v.detach() for k, v in local.items()}, "the posterior's Gaussian"
-    except NotImplementedError:
-        pass
+        return {k: v.detach() for k, v in local.items()}, "the posterior's Gaussian"
     z = model.posterior.rsample(x, n)  # (n, B, D)
     var = z.var(0).clamp_min(1e-8)
     return {"mu": z.mean(0), "log_var": torch.log(var)}, f"moments of {n} posterior samples"
@@ -100,7 +89,7 @@ def elbo(
 
     With ``sampler``/``params``: q is that family member (params' leading dim N); otherwise q
     is the model's posterior q_phi (:meth:`Method.log_weights`). Points and draws are chunked as
-    in :func:`vaeinf.evaluation.evaluate.log_weight_chunks` (bounded memory)."""
+    in :func:`vaeinf.evaluation.likelihood.log_weight_chunks` (bounded memory)."""
     b, s = chunking(model, len(x), n, memory_mb)
     out = torch.empty(len(x), dtype=torch.float64)
     for start in range(0, len(x), b):
@@ -163,12 +152,6 @@ def _adam_ascent(params, grads, m, v, step, lr, b1=0.9, b2=0.999, eps=1e-8) -> N
         p.addcdiv_(m_, denom, value=lr / (1 - b1**step))
 
 
-def _summary(v: Tensor) -> dict:
-    v = v.double()
-    se = (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float("nan")
-    return {"mean": v.mean().item(), "stderr": se, "n": len(v)}
-
-
 def q_star(
     model: Method,
     x: Tensor,
@@ -219,18 +202,13 @@ def gap_split(
             f"{g_start[1]} (the adversary is not used)"
         )
     gauss, gauss_info = q_star(model, x, "gaussian", s, memory_mb, g_start)
-    try:
-        with torch.no_grad():
-            own_keys = set(post.local_params(x[:1]))
-    except NotImplementedError:
-        own_keys = None
-    if own_keys is None:
+    if post.family == NO_FAMILY:
         own, own_info = gauss, dict(gauss_info)
         own_note = (
             f"{type(post).__name__} has no per-point parameter family: the fully factorized "
             "Gaussian stands in for it"
         )
-    elif own_keys == {"mu", "log_var"}:
+    elif post.family == GAUSSIAN:
         own, own_info = gauss, dict(gauss_info)
         own_note = "the posterior's own family is the fully factorized Gaussian"
     else:
@@ -240,17 +218,17 @@ def gap_split(
     def split(l_star: Tensor) -> dict:
         approx, amort = log_px - l_star, l_star - l_phi
         return {
-            "approximation_gap": _summary(approx),
-            "amortization_gap": _summary(amort),
-            "inference_gap": _summary(log_px - l_phi),
+            "approximation_gap": summary(approx),
+            "amortization_gap": summary(amort),
+            "inference_gap": summary(log_px - l_phi),
         }
 
     return {
         "n": len(x),
-        "log_px": _summary(log_px),
-        "elbo_q_phi": _summary(l_phi) | {"kind": phi_kind},
-        "own_family": {"elbo_q_star": _summary(own) | own_info, "note": own_note, **split(own)},
-        "gaussian": {"elbo_q_star": _summary(gauss) | gauss_info, **split(gauss)},
+        "log_px": summary(log_px),
+        "elbo_q_phi": summary(l_phi) | {"kind": phi_kind},
+        "own_family": {"elbo_q_star": summary(own) | own_info, "note": own_note, **split(own)},
+        "gaussian": {"elbo_q_star": summary(gauss) | gauss_info, **split(gauss)},
         "settings": s.as_dict(),
         "per_point": {"log_px": log_px, "elbo_q_phi": l_phi, "own": own, "gaussian": gauss},
     }

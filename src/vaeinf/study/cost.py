@@ -1,32 +1,17 @@
-"""The cost axis of the study: seconds per training epoch of every (method, K), measured fairly.
+"""The cost axis of the study: seconds per training epoch of every (method, K), timed fairly.
 
-Training logs record each epoch's wall time, but jobs that run side by side on a shared machine,
-over epochs of a few batches, time each other's load rather than their own work. This module
-times the training step of every contender (method, K) of a dataset in one job:
+Why: epoch times in training logs of jobs sharing a machine time each other's load. Here every
+contender runs in its own worker process (its own allocator), all started before timing; the
+coordinator runs rounds in a rotating order, each turn one untimed step then at least ``steps``
+timed steps and ``min_seconds``, the first ``warmup`` rounds discarded. A contender's step time
+is its fastest counted step (interference only adds time; the median and quartiles are
+reported beside it), seconds per epoch (``epoch_s_fastest``) = step time x minibatches
+per epoch, and the ratio is to
+the reference contender (``vae`` at the smallest K when present, else the first method). The
+measurements behind these choices are in the benchmark report.
 
-- every contender lives in its own worker process (its own model, optimizer state and memory
-  allocator: interleaving several large models in one process inflated a K = 50 step 2-3x
-  through allocator churn), all started before timing begins;
-- the coordinator runs rounds; in each round every contender, in turn, times at least ``steps``
-  training steps on random minibatches of the training set, and goes on until they add up to
-  ``min_seconds`` (so a step of a millisecond gets dozens of samples), while the others wait
-  idle; the order rotates from round to round, so a change in the machine's load hits every
-  contender alike. Each turn begins with one untimed step, which pays for the caches and
-  memory pages the other workers evicted while this one waited;
-- the first ``warmup`` rounds are not counted; on a GPU every step is synchronized before the
-  clock is read;
-- a contender's step time is its *fastest* counted step, and seconds per epoch
-  (``epoch_s_fastest``) = step time x minibatches per epoch (validation and checkpointing
-  excluded, as they do not depend on the method); the ratio is to the reference contender
-  (``vae`` at the smallest K when it is part of the study, else the first method). The quartiles
-  and median of all counted steps are reported beside it, as the spread that the machine's load
-  added. Interference only ever adds time, so the fastest step is the part that reproduces: on a
-  shared 2-core machine, from the step times of two runs of this rule back to back, ratios of
-  median step times differed by up to 19% (pooled) or 29% (paired with the reference timed next
-  to each turn), the ratios of the fastest steps by at most 5% (the case timeit's documentation
-  makes for the minimum).
-
-Output: one CSV row per contender (:data:`COLUMNS`).
+Reference: the minimum of repeated timings, as argued in the documentation of Python's
+``timeit``. Output: one CSV row per contender (:data:`COLUMNS`).
 """
 
 from __future__ import annotations

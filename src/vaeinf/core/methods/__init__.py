@@ -23,8 +23,10 @@ REGISTRY: dict[str, type[Method]] = {
 
 
 def build_model(cfg, dim: int, train_mean) -> Method:
-    """Instantiate the method named by ``cfg.method`` for data of dimension ``dim``."""
-    return REGISTRY[cfg.method](cfg, dim, train_mean)
+    """Instantiate the method named by ``cfg.method`` for data of dimension ``dim``, from the
+    run config's parts a method reads: the model, the method's options, ``train.compile``."""
+    cls = REGISTRY[cfg.method]
+    return cls(cfg.model, cfg.options(), dim, train_mean, compile_loss=cfg.train.compile)
 
 
 __all__ = ["REGISTRY", "DivergedObjective", "Method", "NonFiniteLoss", "Posterior", "build_model"]

@@ -1,29 +1,16 @@
 """Inverse autoregressive flow posterior over MADE (`autoregressive`).
 
-Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling (2016), "Improved Variational Inference
-with Inverse Autoregressive Flow", NeurIPS, Algorithm 1: the encoder outputs (mu, sigma, h) from x;
-z_0 = mu + sigma * eps; then for t = 1..T
+Why: a posterior beyond the diagonal Gaussian whose samples come with their log-density in one
+pass per step. The encoder gives (mu, sigma, h); z_0 = mu + sigma * eps; each step is
+z_t = sigma_t * z_{t-1} + (1 - sigma_t) * m_t, [m_t, s_t] = MADE_t(z_{t-1}, h),
+sigma_t = sigmoid(s_t), with log |det| = sum_i log sigma_t,i, the order reversed between steps.
+The MADEs are zuko's ``MaskedAutoregressiveTransform`` (maintained, tested masks and inverse;
+its cost against a hand-written MADE is in the benchmark report); log q at an arbitrary z needs
+the inverse, D sequential passes per step.
 
-    [m_t, s_t] = AutoregressiveNN_t(z_{t-1}, h),   sigma_t = sigmoid(s_t),
-    z_t = sigma_t * z_{t-1} + (1 - sigma_t) * m_t,                 log |det| = sum_i log sigma_t,i
-
-so log q(z_T|x) = -sum_i (eps_i^2 / 2 + log sigma_i + log(2 pi) / 2) - sum_t sum_i log sigma_t,i.
-Output i of AutoregressiveNN_t depends only on the inputs before i in step t's order, so the
-Jacobian of each step is triangular; the order is reversed between steps.
-
-The autoregressive networks are MADE (Germain, Gregor, Murray & Larochelle 2015, "MADE: Masked
-Autoencoder for Distribution Estimation", ICML) as implemented by ``zuko`` (Rozet et al.):
-:class:`zuko.flows.autoregressive.MaskedAutoregressiveTransform` with the context h appended to
-every MADE's input and Kingma et al.'s gated update as its univariate transform. Its forward call
-(one MADE pass per step) is the IAF sampling direction and returns the log-determinant with the
-sample, so sampling with log q costs one pass per step; log q at an arbitrary z (the mutual
-information) needs zuko's inverse, D sequential passes per step.
-
-Why zuko rather than a hand-written MADE: its masks and inverse are maintained and tested, and it
-gives the log-determinant with each sample at no extra pass. The price, measured against a
-hand-written MADE that adds the context's first-layer term once per point instead of appending
-h to every sample's input, was a training step 10-15% slower on binarized MNIST (Burda's net,
-measured when zuko was chosen).
+Reference: Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling (2016), "Improved Variational
+Inference with Inverse Autoregressive Flow", NeurIPS, Algorithm 1; MADE: Germain, Gregor, Murray
+& Larochelle (2015), ICML.
 """
 
 from __future__ import annotations
@@ -102,6 +89,8 @@ class IAFPosterior(Posterior):
     """q_T(z|x) of Kingma et al. (2016), Algorithm 1, with the encoder's last hidden layer as the
     context h. Shapes: x (B, D_x), h (B, H), z (K, B, D)."""
 
+    family = "Gaussian and context through fixed inverse autoregressive flows"
+
     def __init__(
         self,
         dim: int,
@@ -123,11 +112,6 @@ class IAFPosterior(Posterior):
         h = self.features(x)  # (B, H)
         mu, log_var = self.base_head(h).chunk(2, dim=-1)
         return mu, 0.5 * log_var, h
-
-    def rsample_and_log_prob(self, x, K, stop_param_grad=False):
-        if stop_param_grad:
-            raise NotImplementedError("the IAF posterior supports the standard estimator only")
-        return self.rsample_and_log_prob_local(self.local_params(x), K)
 
     def log_prob(self, z: Tensor, x: Tensor) -> Tensor:
         """log q_T(z|x) at given z (K, B, D) by inverting the steps: zuko's inverse takes D
@@ -167,15 +151,13 @@ class AutoregressiveMethod(Method):
 
     name = "autoregressive"
 
-    def __init__(self, cfg, dim, train_mean):
-        super().__init__(cfg, dim, train_mean)
-        self.objective = self.options.objective
-        # Per (sample, point) row and step: the MADE input (D + H), its hidden pre- and
-        # post-activations, its 2D outputs and a few D-sized temporaries, in float32.
-        h = cfg.model.resolved().hidden[-1]
-        made = self._made_hidden(h)
-        per_step = self.latent + h + 2 * sum(made) + 6 * self.latent
-        self.eval_bytes_per_sample = 4 * self.options.steps * per_step
+    @property
+    def eval_bytes_per_sample(self) -> int:
+        """Per (sample, point) row and step: the MADE input (D + H), its hidden pre- and
+        post-activations, its 2D outputs and a few D-sized temporaries."""
+        h = self.hidden[-1]
+        per_step = self.latent + h + 2 * sum(self._made_hidden(h)) + 6 * self.latent
+        return 4 * self.options.steps * per_step
 
     def _made_hidden(self, h: int) -> list[int]:
         return self.options.made_hidden or [h, h]

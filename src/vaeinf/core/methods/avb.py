@@ -1,57 +1,16 @@
-"""Adversarial Variational Bayes: an implicit posterior trained against a discriminator (`avb`).
+"""Adversarial Variational Bayes (`avb`): an implicit posterior trained against an adversary.
 
-Mescheder, Nowozin & Geiger (2017), "Adversarial Variational Bayes: Unifying Variational
-Autoencoders and Generative Adversarial Networks", ICML, Sec. 3 and Algorithm 1:
+Why: the encoder z = g(x, eps) has no tractable density, so an adversary T(x, z), trained with
+the logistic loss, estimates log q(z|x) - log p(z) (its optimum, Proposition 1), and encoder and
+decoder maximize E_q[log p(x|z) - T(x, z)], the ELBO with T in place of the KL term. Adaptive
+contrast (on by default) lets T keep up with the encoder: T contrasts q with the Gaussian r of
+q's moments, whose KL(r || p) is closed-form (:meth:`ImplicitPosterior.sample`). Reported
+likelihoods never use T: evaluation importance-samples an explicit proposal fitted per point,
+whose L_K is a bound whatever the proposal (Burda et al. 2015, Theorem 1).
 
-- the encoder is a neural sampler z = g(x, eps), eps ~ N(0, I), with no tractable density;
-- the adversary T(x, z) is trained with the logistic loss to tell (x, z ~ q(z|x)) from
-  (x, z ~ p(z)),  max_T E[log sigmoid(T(x, z_q))] + E[log(1 - sigmoid(T(x, z_p)))];
-  its optimum is T*(x, z) = log q(z|x) - log p(z) (their Proposition 1);
-- encoder and decoder maximize E_q[log p(x|z) - T(x, z)], the ELBO with the KL term replaced
-  by T (Sec. 3.1); the gradient through T(x, z) w.r.t. the encoder parameters only needs the path
-  through z, because E_q[grad_phi T*] = 0 (Proposition 2).
-
-The K samples of a point are averaged (the K-sample ELBO form). Adaptive contrast (their Sec. 4)
-is on by default: T then contrasts q(z|x) with the Gaussian r(z|x) of q's moments rather than with
-p(z), and the objective is E_q[log p(x|z) - T(x, u)] - KL(r || p), u = z standardized by r, with
-KL(r || p) in closed form (their Eq. 14-16). Without it (``adaptive_contrast: false``) the
-adversary lags the encoder and the implicit posterior collapses: on a 1-D-latent model
-(tests/test_avb.py, 300 steps) its standard deviation was 4% of the true posterior's on average,
-and E_q[T] stayed near 0 against a true KL(q || p) of 3-4 nats; with adaptive contrast, 72%
-(40-103%).
-
-Two details of the contrast decide whether T can keep up (:meth:`ImplicitPosterior.sample`):
-
-- r has q's *full* covariance (``contrast_covariance: full``), and u = L^-1 (z - m) is whitened.
-  With the diagonal r of the paper the encoder learns a thin, rotated q: on the default digits
-  study (K = 5, 40 epochs) five of its eight covariance eigenvalues fell to 1e-4..3e-3 while each
-  coordinate kept a standard deviation near 1, so KL(r || p) was 0.5 nats against 17.5 nats for
-  the Gaussian of q's full covariance; T, a logistic classifier, cannot estimate a log ratio that
-  large (E_q[T] was 1.8 nats at 93% accuracy), the objective sat 10 nats above the validation L_K
-  and test NLL suffered. With the full covariance T only has to model what is not Gaussian
-  about q: its accuracy stays near 50-60%.
-- m and the covariance are estimated from all K + ``contrast_samples`` draws together, and
-  KL(r || p) enters in closed form (with the finite-sample bias of a Gaussian's estimates
-  removed). Estimating them from a few separate draws and using the pointwise log r(z|x) instead
-  let the encoder make q heavy-tailed: the separate draws then underestimate the spread, the
-  pointwise |u|^2 / 2 rewards far samples without bound (692,400 nats on average, kurtosis of q
-  560), and the objective climbed to 1e5-1e13 while the reconstructions became the mean digit.
-
-:meth:`AVB.check_epoch` stops training when the T-based objective leaves the range of a bound:
-above 0 (binary data have log p(x) <= 0) or far above the validation L_K of the explicit proposal.
-
-Contract. :meth:`ImplicitPosterior.rsample_and_log_prob` returns, in place of the unavailable
-log q(z|x), the adversary-based stand-in (T(x, z) + log p(z), or T(x, u) + log p(z) +
-KL(r || p) with adaptive contrast), which equals log q at the adversary's optimum (with adaptive
-contrast: in expectation over q); ``log_weights`` is then the
-integrand of AVB's objective, so the method-agnostic code (training bound, diagnostics) runs
-unchanged. The stand-in is *never* used as a density for reported likelihoods:
-:meth:`AVB.eval_log_weights` importance-samples from an explicit proposal instead, a Gaussian
-fitted per data point to samples of the implicit posterior, with inflated covariance, in a
-defensive mixture with the prior; its density is exact.
-Whatever the proposal, E[L_K] <= log p(x) (Jensen's inequality, as in Burda et al. 2015, Theorem
-1, holds for any proposal whose support covers the posterior's), so the reported test NLL is an
-honest estimate of an upper bound on -log p(x), never a number that leans on T.
+Reference: Mescheder, Nowozin & Geiger (2017), "Adversarial Variational Bayes: Unifying
+Variational Autoencoders and Generative Adversarial Networks", ICML, Sec. 3.1 and Algorithm 1;
+adaptive contrast Sec. 4, Eq. 14-16.
 """
 
 from __future__ import annotations
@@ -139,17 +98,14 @@ class ImplicitPosterior(Posterior):
         """z (K, B, D); u (N, B, D), what T sees of N >= K draws whose first K are z; and the
         stand-in for log q(z|x) (K, B).
 
-        Plain AVB: N = K, u = z and log q ~ T(x, z) + log p(z), exact at T* = log q - log p
-        (Proposition 1). Adaptive contrast (Mescheder et al. 2017, Sec. 4, their Eq. 14-16):
-        KL(q || p) = KL(q || r) + KL(r || p) for the Gaussian r(z|x) = N(m, s^2) with q's mean
-        m and standard deviations s (E_q[log r - log p] = E_r[log r - log p] because both logs
-        are quadratic in z). The second term is closed-form; the first is E_q[T*(x, u)] with
-        u = (z - m) / s and T* = log q~(u|x) - log N(u; 0, I), which T learns by telling u from
-        N(0, I) draws. m and s are estimated (with gradient) from all N = K +
-        ``contrast_samples`` draws, the K returned among them, so every u lies within
-        sqrt(N - 1) of the centre in each coordinate. The stand-in is log p(z) + T(x, u) +
-        KL(r || p): log p(x|z) + log p(z) - [stand-in] averages to their objective, and its
-        expectation over q is log q at T* and exact moments.
+        Plain AVB: N = K, u = z and the stand-in T(x, z) + log p(z), exact at T* (Proposition 1).
+        Adaptive contrast (Mescheder et al. 2017, Sec. 4, Eq. 14-16): KL(q || p) = KL(q || r) +
+        KL(r || p) for the Gaussian r(z|x) of q's mean m and covariance; T learns the first term
+        from u = r-standardized z against N(0, I) draws, the second is closed-form, and the
+        stand-in is log p(z) + T(x, u) + KL(r || p). r has q's full covariance and its moments
+        come from all N = K + ``contrast_samples`` draws together: a diagonal r, or moments from
+        separate draws with the pointwise log r, let the encoder outrun T (figures in the
+        benchmark report).
         """
         if not self.adaptive_contrast:
             z = self.encoder(x, K)  # (K, B, D)
@@ -210,10 +166,10 @@ class AVB(Method):
     proposal for evaluation."""
 
     name = "avb"
-    objective = "elbo"
+    default_objective = "elbo"
 
-    def __init__(self, cfg, dim, train_mean):
-        super().__init__(cfg, dim, train_mean)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         o = self.options
         scales = ", ".join(f"{c:g}" for c in o.proposal_scales)
         self.proposal = (
@@ -227,8 +183,11 @@ class AVB(Method):
                 else ""
             )
         )
-        # Per (sample, point) row: z, the standardized noise and the matmul's temporaries.
-        self.eval_bytes_per_sample = 4 * 8 * self.latent
+
+    @property
+    def eval_bytes_per_sample(self) -> int:
+        """Per (sample, point) row: z, the standardized noise and the matmul's temporaries."""
+        return 4 * 8 * self.latent
 
     #: The proposal is a deterministic mixture over blocks of samples, so every L_K of the
     #: bound curve takes its own draws in blocks of K (see :meth:`eval_log_weights`).
@@ -281,13 +240,13 @@ class AVB(Method):
         opt_adv.step()
         return bound.detach()
 
-    def check_epoch(self, train_objective: float, val_LK: float) -> None:
+    def check_epoch(self, train_objective: float, val_LK: float, K: int) -> None:
         """Stop when the T-based objective cannot be an ELBO: above 0, where log p(x) <= 0 for
         binary data; or above the validation L_K of the explicit proposal, a bound, by more
         than ``divergence_tolerance`` times |L_K| (a healthy run differs by the
         generalization gap and L_K - ELBO, both of the other sign or small). Either means the
         encoder is exploiting T."""
-        K, tol = self.cfg.K, self.options.divergence_tolerance
+        tol = self.options.divergence_tolerance
         numbers = f"T-based training objective {train_objective:.6g} nats, validation L_{K} "
         numbers += f"{val_LK:.6g} nats (explicit proposal)"
         if train_objective > 0:
@@ -332,12 +291,10 @@ class AVB(Method):
         and the rest from the Gaussians in turn, and the a_j are those counts over the block, so
         each block's mean weight is an unbiased estimate of p(x) given the fit.
 
-        Drawing the components at random instead gave a K = 1 bound alpha x (log p(x|z) under
-        prior draws) below the Gaussian's own, 15-30 nats on binarized MNIST: a validation L_1
-        no objective could be compared with. With counts, a block below 1 / alpha samples has
-        no prior draw and is the Gaussian alone (still an unbiased estimate of p(x), as the
-        Gaussian covers the posterior's support); the defensive prior component enters where
-        its price is at most -log(1 - alpha) nats and its bound on the weights matters."""
+        Why counts rather than random components: a random prior draw drags a small-K bound far
+        below the Gaussian's own (figures in the benchmark report); with counts a block below
+        1 / alpha samples is the Gaussian alone, and the prior enters where its price is at most
+        -log(1 - alpha) nats."""
         block = block or K
         if K % block:
             raise ValueError(f"K = {K} is not a multiple of the block of {block} samples")
@@ -372,10 +329,9 @@ class AVB(Method):
         return log_px + standard_normal_log_prob(z) - log_r
 
     @torch.no_grad()
-    def extra_metrics(self, x: Tensor) -> dict:
+    def extra_metrics(self, x: Tensor, K: int) -> dict:
         """AVB's own training objective on the test set, labelled as such: it uses T in place of
         log q - log p, so it is an estimate, not a bound, and is not the reported NLL."""
-        K = self.cfg.K
         vals = [self.log_weights(xb, K)[0].mean(0) for xb in x.split(max(1, 20000 // K))]
         v = torch.cat(vals).double()
         return {

@@ -16,13 +16,18 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from vaeinf.config import RunConfig
+from vaeinf.config import ModelConfig
 from vaeinf.core import bounds
 from vaeinf.core.nets import BernoulliDecoder, standard_normal
 from vaeinf.errors import NonFiniteLoss
 
 #: Rows (samples x points) per chunk of a posterior's log q(z|x) at given z (bounded memory).
 LOG_PROB_ROWS = 65536
+
+#: :attr:`Posterior.family` of a diagonal Gaussian with per-point parameters mu, log_var (B, D).
+GAUSSIAN = "diagonal Gaussian"
+#: :attr:`Posterior.family` of a posterior without per-point parameters.
+NO_FAMILY = "none"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,7 +61,9 @@ def chunked_over_samples(fn: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
 
 
 class Posterior(nn.Module):
-    """q(z|x). Subclasses implement :meth:`rsample_and_log_prob`; the rest has generic defaults.
+    """q(z|x). Subclasses implement :meth:`rsample_and_log_prob`, or :meth:`local_params` and
+    :meth:`rsample_and_log_prob_local` (a diagonal Gaussian family only the former); the rest
+    has generic defaults.
 
     Shapes: x (B, D_x); z (K, B, D) with the sample dimension first; log-densities (K, B).
     """
@@ -64,15 +71,22 @@ class Posterior(nn.Module):
     #: True when log q is an exact density of the samples (False for AVB's implicit posterior).
     has_density: ClassVar[bool] = True
 
+    #: The per-point family of :meth:`local_params` (over which q* is optimized): ``GAUSSIAN``
+    #: for the diagonal Gaussian (mu, log sigma^2), ``NO_FAMILY`` when there is none.
+    family: ClassVar[str] = NO_FAMILY
+
     def rsample_and_log_prob(
         self, x: Tensor, K: int, stop_param_grad: bool = False
     ) -> tuple[Tensor, Tensor]:
         """Reparameterized z of shape (K, B, D) and log q(z|x) of shape (K, B).
 
         With ``stop_param_grad``, log q is evaluated with the variational parameters detached
-        (only the path through z carries gradient), as STL/DReG require.
+        (only the path through z carries gradient), as STL/DReG require. Default: the family
+        member at the encoder's per-point parameters, standard estimator only.
         """
-        raise NotImplementedError
+        if stop_param_grad:
+            raise NotImplementedError(f"{type(self).__name__} supports the standard estimator only")
+        return self.rsample_and_log_prob_local(self.local_params(x), K)
 
     def log_prob(self, z: Tensor, x: Tensor) -> Tensor:
         """log q(z|x) at given z (K, B, D) -> (K, B), x broadcast over K. Optional."""
@@ -109,7 +123,10 @@ class Posterior(nn.Module):
         self, params: dict[str, Tensor], K: int
     ) -> tuple[Tensor, Tensor]:
         """z (K, B, D) and log q(z) (K, B) of the family member with per-point ``params`` (as
-        returned by :meth:`local_params`), differentiable w.r.t. them."""
+        returned by :meth:`local_params`), differentiable w.r.t. them; for the diagonal
+        Gaussian family, :func:`gaussian_rsample` at (mu, log_var)."""
+        if self.family == GAUSSIAN:
+            return gaussian_rsample(params["mu"], 0.5 * params["log_var"], K)
         raise NotImplementedError(f"{type(self).__name__} has no per-point parameter family")
 
     @torch.no_grad()
@@ -122,26 +139,41 @@ class Posterior(nn.Module):
 class Method(nn.Module):
     """Shared model: ``posterior`` q(z|x), ``decoder`` p(x|z), prior p(z) = N(0, I).
 
-    Subclasses set ``name`` and ``objective`` ("elbo" or "iwae") and build their posterior in
+    Subclasses set ``name`` and ``default_objective`` and build their posterior in
     :meth:`build_posterior`. Their options (``self.options``) and supported estimators are
     declared, torch-free, in :data:`vaeinf.config.METHOD_OPTIONS` and
-    :data:`vaeinf.names.METHODS`.
+    :data:`vaeinf.names.METHODS`. A method gets the model's sizes, its own options and whether
+    its loss is compiled (``train.compile``); nothing else of the run's config.
     """
 
     name: ClassVar[str] = ""
-    objective: ClassVar[str] = "iwae"
-    #: Bytes of the method's own state per (sample, point) row of evaluation log-weights, on top
-    #: of the decoder's (:func:`vaeinf.evaluation.evaluate.bytes_per_row`).
-    eval_bytes_per_sample: int = 0
+    #: The bound trained ("iwae": L_K, or "elbo") unless the options name one (:attr:`objective`).
+    default_objective: ClassVar[str] = "iwae"
 
-    def __init__(self, cfg: RunConfig, dim: int, train_mean: Tensor):
+    def __init__(
+        self, model: ModelConfig, options, dim: int, train_mean: Tensor, compile_loss: bool = False
+    ):
         super().__init__()
-        m = cfg.model.resolved()
-        self.cfg = cfg
-        self.dim, self.latent = dim, m.latent
-        self.options = cfg.options()
+        m = model.resolved()
+        self.dim, self.latent, self.hidden = dim, m.latent, list(m.hidden)
+        self.options = options
+        self.compile_loss = compile_loss
         self.posterior = self.build_posterior(dim, m.latent, m.hidden, m.activation)
         self.decoder = BernoulliDecoder(m.latent, m.hidden[::-1], dim, m.activation, train_mean)
+
+    @property
+    def objective(self) -> str:
+        """The bound trained: ``options.objective`` where the method's options have one, else
+        :attr:`default_objective`."""
+        return getattr(self.options, "objective", self.default_objective)
+
+    @property
+    def eval_bytes_per_sample(self) -> int:
+        """Bytes of the method's own state per (sample, point) row of evaluation log-weights, in
+        float32, on top of the decoder's (:func:`bytes_per_row`), computed from the method's own
+        sizes: it sizes evaluation's chunks of points and samples under the memory budget.
+        Default 0: nothing beyond the decoder's activations and the latent samples."""
+        return 0
 
     def build_posterior(
         self, dim: int, latent: int, hidden: list[int], activation: str
@@ -179,8 +211,9 @@ class Method(nn.Module):
     #: What :meth:`eval_log_weights` samples from, recorded in metrics.json.
     proposal: ClassVar[str] = "the posterior q(z|x) itself"
 
-    def extra_metrics(self, x: Tensor) -> dict:
-        """Method-specific entries of metrics.json, evaluated on the test points x (B, D_x)."""
+    def extra_metrics(self, x: Tensor, K: int) -> dict:
+        """Method-specific entries of metrics.json, evaluated on the test points x (B, D_x), for
+        a run trained with K samples."""
         return {}
 
     # -- training hooks --------------------------------------------------------------------
@@ -197,13 +230,13 @@ class Method(nn.Module):
 
     def training_loss(self, x: Tensor, K: int, estimator: str) -> tuple[Tensor, Tensor]:
         """(loss to minimise, per-point bound (B,)) for one batch: :func:`vaeinf.core.bounds.loss`
-        on this method's objective, compiled when ``train.compile`` is set."""
-        loss_fn = bounds.compiled_loss() if self.cfg.train.compile else bounds.loss
+        on this method's objective, compiled when ``compile_loss`` (``train.compile``) is set."""
+        loss_fn = bounds.compiled_loss() if self.compile_loss else bounds.loss
         return loss_fn(self, x, K, self.objective, estimator)
 
-    def check_epoch(self, train_objective: float, val_LK: float) -> None:
+    def check_epoch(self, train_objective: float, val_LK: float, K: int) -> None:
         """Called by the training loop after every epoch, before its checkpoint, with the
-        epoch's mean training objective and the validation L_K; raises
+        epoch's mean training objective and the validation L_K at the training K; raises
         :class:`DivergedObjective` when they show that training has gone wrong. The objectives
         of the methods with a density are bounds by construction: nothing to check."""
 

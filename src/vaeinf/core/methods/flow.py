@@ -127,6 +127,8 @@ class FlowPosterior(Posterior):
     parameters: per planar step u, w (D each) and b (1); per radial step z0 (D), alpha, beta.
     """
 
+    family = "Gaussian through amortized planar or radial flows"
+
     def __init__(
         self, dim: int, latent: int, hidden: list[int], activation: str, flow: str, steps: int
     ):
@@ -163,11 +165,6 @@ class FlowPosterior(Posterior):
 
     def _step(self, z: Tensor, p: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         return planar_step(z, *p) if self.flow == "planar" else radial_step(z, *p)
-
-    def rsample_and_log_prob(self, x, K, stop_param_grad=False):
-        if stop_param_grad:
-            raise NotImplementedError("the flow posterior supports the standard estimator only")
-        return self.rsample_and_log_prob_local(self.local_params(x), K)
 
     def log_prob(self, z: Tensor, x: Tensor) -> Tensor:
         """log q_T(z|x) at given z (K, B, D): radial flows only, by their closed-form inverse.
@@ -207,11 +204,10 @@ class FlowMethod(Method):
 
     name = "flow"
 
-    def __init__(self, cfg, dim, train_mean):
-        super().__init__(cfg, dim, train_mean)
-        self.objective = self.options.objective
-        # Per (sample, point) row the flow keeps a few D-vectors per step alive.
-        self.eval_bytes_per_sample = 4 * self.options.steps * 4 * self.latent
+    @property
+    def eval_bytes_per_sample(self) -> int:
+        """A few D-vectors per (sample, point) row and flow step."""
+        return 4 * self.options.steps * 4 * self.latent
 
     def build_posterior(self, dim, latent, hidden, activation):
         o = self.options

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vaeinf.core.methods.base import Method, Posterior, gaussian_rsample
+from vaeinf.core.methods.base import GAUSSIAN, Method, Posterior
 from vaeinf.core.nets import mlp
 
 
@@ -30,6 +30,7 @@ class GaussianPosterior(Posterior):
     """q(z|x) = N(mu(x), diag sigma(x)^2), sampled as z = mu + sigma * eps, eps ~ N(0, I)."""
 
     dim_kl_kind = "closed form"
+    family = GAUSSIAN
 
     def __init__(self, dim: int, latent: int, hidden: list[int], activation: str):
         super().__init__()
@@ -64,9 +65,6 @@ class GaussianPosterior(Posterior):
         mu, log_var = self.encoder.net(x).chunk(2, dim=-1)
         return {"mu": mu, "log_var": log_var}
 
-    def rsample_and_log_prob_local(self, params, K):
-        return gaussian_rsample(params["mu"], 0.5 * params["log_var"], K)
-
 
 class GaussianMethod(Method):
     def build_posterior(self, dim, latent, hidden, activation):
@@ -77,11 +75,11 @@ class VAE(GaussianMethod):
     """Variational autoencoder trained on the K-sample average ELBO."""
 
     name = "vae"
-    objective = "elbo"
+    default_objective = "elbo"
 
 
 class IWAE(GaussianMethod):
     """Importance-weighted autoencoder trained on L_K (Burda et al. 2015)."""
 
     name = "iwae"
-    objective = "iwae"
+    default_objective = "iwae"

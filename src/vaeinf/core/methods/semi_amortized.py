@@ -1,45 +1,35 @@
 """Semi-amortized posterior: SVI refinement of the encoder's Gaussian (`semi_amortized`).
 
-Kim, Wiseman, Miller, Sontag & Rush (2018), "Semi-Amortized Variational Autoencoders", ICML,
-Algorithm 1: the encoder gives lambda_0 = (mu_0, log sigma_0^2) = enc(x); T steps of gradient
-ascent (with momentum) on the per-datapoint ELBO
+Why: to close the amortization gap. From the encoder's lambda_0 = (mu_0, log sigma_0^2), T steps
+of gradient ascent with momentum on the per-point ELBO give lambda_T, and q(z|x) = N(lambda_T) is
+the posterior of the bound and of evaluation. The encoder's gradient flows back through the T
+steps (double backward); the decoder's parameters are constants inside the refinement. The
+ablation ``backprop_through_refinement: false`` detaches it: the encoder then trains on its own
+bound (amortized initialization of SVI, Hjelm et al. 2016; Krishnan et al. 2018). Batched over
+the minibatch; only the T steps are a Python loop.
 
-    f(lambda; x) = E_{N(z; mu, sigma^2)}[log p(x|z)] - KL(N(mu, sigma^2) || N(0, I))
-
-give lambda_T, and q(z|x) = N(mu_T, sigma_T^2) is the posterior of the bound and of evaluation.
-By default the training gradient of the encoder flows back through the T steps (``create_graph``,
-Hessian-vector products by double backward); the decoder gets the partial derivative at fixed
-lambda_T, as in their Algorithm 1 (the decoder's parameters are held constant inside the
-refinement). The ablation ``backprop_through_refinement: false`` detaches the refinement: the
-decoder still trains on the refined bound, and the encoder trains only on its own bound (the
-same objective with q = N(lambda_0), the decoder held constant), i.e. amortized initialization
-of SVI (Hjelm et al. 2016; Krishnan et al. 2018).
-
-Everything is batched over the minibatch: one ``autograd.grad`` of the batch sum of f gives every
-point's gradient at once (the points do not interact); only the T steps are a Python loop.
+Reference: Kim, Wiseman, Miller, Sontag & Rush (2018), "Semi-Amortized Variational
+Autoencoders", ICML, Algorithm 1.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from vaeinf.core import bounds
-from vaeinf.core.methods.base import Method, Posterior, gaussian_log_prob, gaussian_rsample
-from vaeinf.core.nets import mlp
+from vaeinf.core.methods.base import (
+    GAUSSIAN,
+    Method,
+    Posterior,
+    gaussian_log_prob,
+    gaussian_rsample,
+)
+from vaeinf.core.nets import bernoulli_log_prob, mlp
 
 #: Seed of the refinement noise in eval mode (see :meth:`SemiAmortizedPosterior.refine`).
 EVAL_SEED = 0
-
-
-def bernoulli_log_lik(x: Tensor, logits: Tensor) -> Tensor:
-    """sum_d x_d l_d - softplus(l_d): log p(x|z) from logits (S, B, D_x) -> (S, B).
-
-    Written with plain operations (not the decoder's fused ``log_prob``) because the refinement
-    differentiates it twice."""
-    return (x * logits).sum(-1) - F.softplus(logits).sum(-1)
 
 
 class SemiAmortizedPosterior(Posterior):
@@ -50,6 +40,7 @@ class SemiAmortizedPosterior(Posterior):
     """
 
     dim_kl_kind = "closed form (refined Gaussian)"
+    family = GAUSSIAN
 
     def __init__(self, dim: int, latent: int, hidden: list[int], activation: str, options):
         super().__init__()
@@ -80,7 +71,7 @@ class SemiAmortizedPosterior(Posterior):
         dec = self._decoder
         logits = dec(z) if params is None else functional_call(dec, params, (z,))  # (n, B, D_x)
         kl = 0.5 * (torch.exp(log_var) + mu * mu - 1.0 - log_var).sum(-1)  # (B,)
-        return bernoulli_log_lik(x, logits).mean(0) - kl
+        return bernoulli_log_prob(x, logits).mean(0) - kl
 
     def refine(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """lambda_T = (mu_T, log sigma_T^2), each (B, D), from T steps of SGD with momentum on f.
@@ -152,9 +143,6 @@ class SemiAmortizedPosterior(Posterior):
         mu, log_var = self.refine(x)
         return {"mu": mu, "log_var": log_var}
 
-    def rsample_and_log_prob_local(self, params, K):
-        return gaussian_rsample(params["mu"], 0.5 * params["log_var"], K)
-
 
 class SemiAmortizedMethod(Method):
     """`semi_amortized`: SA-VAE (Kim et al. 2018) with the refined Gaussian trained on L_K by
@@ -162,15 +150,17 @@ class SemiAmortizedMethod(Method):
 
     name = "semi_amortized"
 
-    def __init__(self, cfg, dim, train_mean):
-        super().__init__(cfg, dim, train_mean)
-        self.objective = self.options.objective
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.posterior.attach(self.decoder)
-        # The refinement is per point, not per sample; its forward and backward through the
-        # decoder for refine_samples rows per point are charged to each sample row, which
-        # over-counts for large K (smaller chunks, same result).
+
+    @property
+    def eval_bytes_per_sample(self) -> int:
+        """The refinement is per point, not per sample; its forward and backward through the
+        decoder for ``refine_samples`` rows per point are charged to each sample row, which
+        over-counts for large K (smaller chunks)."""
         widths = [m.out_features for m in self.decoder.net if isinstance(m, nn.Linear)]
-        self.eval_bytes_per_sample = 4 * 4 * sum(widths) * self.options.refine_samples
+        return 4 * 4 * sum(widths) * self.options.refine_samples
 
     def build_posterior(self, dim, latent, hidden, activation):
         return SemiAmortizedPosterior(dim, latent, hidden, activation, self.options)
@@ -182,7 +172,7 @@ class SemiAmortizedMethod(Method):
         z, log_q = gaussian_rsample(mu, 0.5 * log_var, K)  # (K, B, D), (K, B)
         params = {k: p.detach() for k, p in self.decoder.named_parameters()}
         logits = functional_call(self.decoder, params, (z,))  # (K, B, D_x)
-        log_w = bernoulli_log_lik(x, logits) + self.prior().log_prob(z) - log_q  # (K, B)
+        log_w = bernoulli_log_prob(x, logits) + self.prior().log_prob(z) - log_q  # (K, B)
         return bounds.bound(log_w, self.objective)
 
     def training_loss(self, x, K, estimator):
@@ -195,7 +185,7 @@ class SemiAmortizedMethod(Method):
         return loss, bound
 
     @torch.no_grad()
-    def extra_metrics(self, x: Tensor) -> dict:
+    def extra_metrics(self, x: Tensor, K: int) -> dict:
         """The amortization gap: the ELBO of the encoder's Gaussian and of the refined one,
         each from 100 samples per test point (Cremer et al. 2018 call the difference the
         amortization gap; Kim et al. 2018 report it for SA-VAE)."""
