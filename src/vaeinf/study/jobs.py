@@ -9,9 +9,15 @@ import contextlib
 import shlex
 from pathlib import Path
 
-from vaeinf.config import EvalConfig, RunConfig
+from vaeinf.config import RunConfig
 from vaeinf.rundir import CHECKPOINT, CONFIG
-from vaeinf.study.grid import resolved_run_config, run_overrides, set_args, train_command
+from vaeinf.study.grid import (
+    resolved_run_config,
+    run_config,
+    run_overrides,
+    set_args,
+    train_command,
+)
 
 
 def download(dataset: str, root: str | Path, manifest: str | Path) -> list[Path]:
@@ -91,13 +97,13 @@ def stale_files(run_dir: str | Path, cfg: RunConfig, attempt: int = 1) -> tuple[
 
 
 @contextlib.contextmanager
-def _redirected(log_path: str | None):
-    """stdout and stderr appended to ``log_path`` (nothing when None)."""
+def _redirected(log_path: str | None, mode: str = "a"):
+    """stdout and stderr written to ``log_path`` (appended by default; nothing when None)."""
     if log_path is None:
         yield
         return
     with (
-        open(log_path, "a") as log,
+        open(log_path, mode) as log,
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
     ):
@@ -171,7 +177,7 @@ def evaluate_job(
     from vaeinf.evaluation.evaluate import evaluate
 
     torch.set_num_threads(max(1, int(threads)))
-    with _redirected(log_path):
+    with _redirected(log_path, "w"):
         print(f"# {threads} thread(s); equivalent command:", flush=True)
         args = ["vaeinf", "evaluate", "--run", run_dir, *set_args({"eval": settings})]
         print(shlex.join([*args, "--memory-mb", str(memory_mb)]), flush=True)
@@ -189,12 +195,11 @@ def snakemake_evaluate(smk) -> int:
     ``params.eval`` (changing them re-evaluates, never retrains); the memory budget is
     operational, read from the study config."""
     w = smk.wildcards
-    memory = run_overrides(smk.config, w.dataset, w.method, int(w.K), int(w.seed))
-    memory_mb = (memory.get("eval") or {}).get("memory_mb") or EvalConfig().memory_mb
+    cfg = run_config(smk.config, w.dataset, w.method, int(w.K), int(w.seed))
     return evaluate_job(
         str(Path(smk.output.metrics).parent),
         dict(smk.params.eval),
-        memory_mb,
+        cfg.eval.memory_mb,
         log_path=smk.log[0],
         threads=smk.threads,
     )
