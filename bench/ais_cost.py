@@ -1,7 +1,7 @@
 """Cost of AIS (vaeinf.evaluation.ais) per (point, chain, intermediate distribution) against the
-decoder's
-forward + backward FLOPs, on Burda et al. (2015)'s net (decoder 50-200-200-784, untrained: the
-cost does not depend on the weights) and binarized MNIST test images, on 2 CPU threads.
+decoder's forward + backward FLOPs, on Burda et al. (2015)'s net (decoder 50-200-200-784,
+untrained: the cost does not depend on the weights) and binarized MNIST test images, on 2 CPU
+threads.
 
     python bench/ais_cost.py --npz PATH      (or set VAEINF_BINARIZED_MNIST_NPZ)
 

@@ -7,9 +7,8 @@ comparison is a ratio of medians taken in the same run, with the contenders inte
    1-stochastic-layer net (``model.preset: burda1``: 784-200-200-50 tanh, decoder 50-200-200-784)
    on binarized MNIST, batch 100, at K = 1, 5, 50, for
 
-   - ``vaeinf``: :meth:`vaeinf.core.methods.base.Method.train_step`, eager (``train.compile:
-   false``)
-     and, unless ``--no-compile``, compiled (``train.compile: true``);
+   - ``vaeinf``: :meth:`vaeinf.core.methods.base.Method.train_step`, eager
+     (``train.compile: false``) and, unless ``--no-compile``, compiled (``train.compile: true``);
    - ``plain``: the same recipe written plainly in PyTorch in this file (:class:`PlainIWAE`: expand
      mu and sigma, decode K*B rows, ``torch.distributions.Normal`` for log q and log p(z),
      ``F.binary_cross_entropy_with_logits`` against the expanded x, logsumexp), with the same

@@ -3,8 +3,7 @@
 A leaf module (no imports), read by :mod:`vaeinf.config`, the workflow's schema check and the
 Snakefile's wildcard constraints, so that none of them loads torch. The classes behind the names
 are looked up above it (:data:`vaeinf.core.methods.REGISTRY`, :data:`vaeinf.core.data.LOADERS`); a
-test
-checks that both registries list exactly these names.
+test checks that both registries list exactly these names.
 """
 
 #: Datasets by name (loaders in :mod:`vaeinf.core.data`).

@@ -1,12 +1,12 @@
 """The study's figures (seaborn/matplotlib), each saved as PNG (for the paper) and PDF.
 
 One module per figure, each with a ``draw`` function and the ``INPUT`` it is drawn from; the
-workflow's figure rule depends on the figure's own module (and :mod:`vaeinf.report.figures.style`),
-so
-a cosmetic edit redraws only that figure. Every figure is drawn from the aggregated tables
-(``summary.csv``, ``per_dim.csv``; see :mod:`vaeinf.report.tidy`) or, for the image grids, from the
-runs' ``samples.npz``; none of them touches a model. Datasets are rows (or panels) of one
-figure, so the paper's labels do not depend on the study's grid.
+workflow's figure rule depends on the figure's own module (and
+:mod:`vaeinf.report.figures.style`), so a cosmetic edit redraws only that figure. Every figure
+is drawn from the aggregated tables (``summary.csv``, ``per_dim.csv``; see
+:mod:`vaeinf.report.tidy`) or, for the image grids, from the runs' ``samples.npz``; none of them
+touches a model. Datasets are rows (or panels) of one figure, so the paper's labels do not
+depend on the study's grid.
 """
 
 from __future__ import annotations

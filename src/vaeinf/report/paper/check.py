@@ -7,14 +7,12 @@ describes exactly the grid and hyperparameters that were run.
 resolves every ``{{< include >}}`` and ``{{< var >}}`` shortcode the way Quarto does, parses the
 result with pandoc (from ``pypandoc-binary``), and fails on a missing include or figure file, an
 undefined variable, an unknown shortcode, a ``@fig-``/``@tbl-``/``@eq-``/``@sec-`` reference
-without a label, a label that is never referenced, a citation missing from the bibliography, or a
-``claim.*`` variable (a phrase chosen by the runs, :mod:`vaeinf.report.claims`) that the text uses
-but
-the variables lack, or that has no ``basis.*`` (the numbers behind it). Its report lists every
-claim the text uses with its basis, and the Results and Discussion sentences that state a
-direction without a claim variable, for review. ``python -m vaeinf.report.paper.check check paper``
-runs
-it from the command line.
+without a label, a label that is never referenced, a citation missing from the bibliography, or
+a ``claim.*`` variable (a phrase chosen by the runs, :mod:`vaeinf.report.claims`) that the text
+uses but the variables lack, or that has no ``basis.*`` (the numbers behind it). Its report
+lists every claim the text uses with its basis, and the Results and Discussion sentences that
+state a direction without a claim variable, for review. ``python -m vaeinf.report.paper.check
+check paper`` runs it from the command line.
 """
 
 from __future__ import annotations

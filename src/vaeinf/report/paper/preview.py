@@ -1,9 +1,8 @@
 """The paper rendered without Quarto: a preview in HTML and PDF from the same manuscript.
 
 Quarto renders the paper wherever it is installed. Where it is not, :func:`render` turns the
-manuscript that :mod:`vaeinf.report.paper.check` resolves (includes and variables filled in,
-checked)
-into
+manuscript that :mod:`vaeinf.report.paper.check` resolves (includes and variables filled
+in, checked) into
 
 - ``preview.html``: pandoc's standalone HTML with the images embedded as data URIs (by the
   filter), scripts and styles inline and the equations as MathML, so it opens offline from a
@@ -14,9 +13,8 @@ into
 Both pass through ``paper/preview.lua`` (Quarto's conditional content and numbered
 ``@fig-``/``@tbl-``/``@eq-``/``@sec-`` cross-references) and citeproc for citations and the
 bibliography. Every HTML page carries a banner and every PDF page a header saying it is a
-preview rendered without Quarto. ``python -m vaeinf.report.paper.preview paper`` renders from the
-command
-line.
+preview rendered without Quarto. ``python -m vaeinf.report.paper.preview paper`` renders
+from the command line.
 """
 
 from __future__ import annotations
