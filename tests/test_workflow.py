@@ -322,6 +322,28 @@ def test_stale_files_resume_or_restart(tmp_path):
     )
 
 
+def test_train_job_makes_the_evaluation_stale_and_logs_why(tmp_path):
+    """A training job removes the run's model and evaluation before it trains (an interrupted
+    one leaves a run Snakemake evaluates again), and its log says why it starts afresh."""
+    overrides = study.run_overrides(_tiny(), "digits", "vae", 1, 0)
+    overrides.pop("eval")
+    overrides["train"] = overrides["train"] | {"epochs": 1}
+    run_dir, log = tmp_path / "run", tmp_path / "train.log"
+    run_dir.mkdir()
+    for name in ("metrics.json", "samples.npz", "model.pt"):
+        (run_dir / name).write_text("of a model that is trained again")
+    assert jobs.train_job(str(run_dir), overrides, str(log)) == 0
+    text = log.read_text()
+    assert "# starting afresh: the run has not been trained before" in text
+    assert f"removing {run_dir / 'metrics.json'}" in text
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "samples.npz").exists()
+    assert (run_dir / "model.pt").stat().st_size > 100  # written by the training
+    # the job again (forced): the finished checkpoint goes, and the log says so
+    log.unlink()
+    assert jobs.train_job(str(run_dir), overrides, str(log)) == 0
+    assert "# starting afresh: the training is rerun (forced or changed)" in log.read_text()
+
+
 def test_identity_leaves_out_evaluation_and_operational_settings():
     base = RunConfig()
     same = RunConfig(
