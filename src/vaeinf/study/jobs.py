@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 
 from vaeinf.config import EvalConfig, RunConfig
-from vaeinf.rundir import CHECKPOINT, CONFIG, METRICS, MODEL, SAMPLES
+from vaeinf.rundir import CHECKPOINT, CONFIG, METRICS, MODEL, SAMPLES, TRAIN_LOG
 from vaeinf.study.grid import resolved_run_config, run_overrides, set_args, train_command
 
 
@@ -122,7 +122,8 @@ def train_job(
 
     Sets torch's threads, drops stale state (:func:`stale_files`) and the files the training
     makes obsolete (:data:`TRAINED`), says in the log why it starts afresh (the training says
-    from which epoch and batch it resumes), and returns the exit status
+    from which epoch and batch it resumes), leaves none of its outputs when it fails or is
+    interrupted (the checkpoint stays), and returns the exit status
     of ``vaeinf train`` for the same run (:mod:`vaeinf.errors`: 0, 2 bad input, 143 preempted
     after checkpointing, 1 non-finite loss), the one-line reason last in the log.
     """
@@ -153,6 +154,13 @@ def train_job(
             print(f"trained: {train(cfg, run_dir, progress=False)}", flush=True)
             return 0
         except Exception as e:
+            # No output of an unfinished job stays behind (Snakemake keeps them when it is
+            # interrupted itself, and would then ask for --rerun-incomplete): a plain rerun
+            # trains the run again, resuming from the checkpoint, which stays.
+            for p in (Path(run_dir) / name for name in (TRAIN_LOG, MODEL)):
+                if p.exists():
+                    print(f"# the training did not finish: removing {p}", flush=True)
+                    p.unlink()
             return report_failure(e)
 
 
