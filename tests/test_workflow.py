@@ -448,9 +448,9 @@ def identity_dry_runs(tree: Path) -> None:
     # The device is operational for the runs; its kind is part of what the cost rule measures.
     plan = changed_plan(tree, {"run": {"train": {"device": "auto"}}})
     assert not {"train", "evaluate"} & set(plan) and plan["cost"] == 1, plan
-    plan = changed_plan(tree, {"run": {"train": {"lr": 1e-3}}})
+    plan = changed_plan(tree, {"run": {"train": {"lr": 2e-3}}})  # the default is 1e-3
     assert plan["train"] == 4 and plan["evaluate"] == 4 and "cost" not in plan, plan
-    plan = changed_plan(tree, {"method_overrides": {"iwae": {"train": {"lr": 1e-3}}}})
+    plan = changed_plan(tree, {"method_overrides": {"iwae": {"train": {"lr": 2e-3}}}})
     assert plan["train"] == 2 and plan["evaluate"] == 2 and "cost" not in plan, plan
     plan = changed_plan(tree, {"run": {"model": {"hidden": [12]}}})
     assert plan["train"] == 4 and plan["cost"] == 1, plan
