@@ -206,3 +206,53 @@ def test_a_new_scalar_metric_becomes_a_summary_column(tmp_path):
     assert not {"nll", "active_units", "lr", "config.dataset", "config.K"} & set(summary)
     assert summary.columns.is_unique
     assert len(bounds) == 2 and list(per_dim["kl"]) == [1.0, 0.5, 0.2, 0.0]
+
+
+def test_the_aggregate_refuses_runs_whose_files_disagree(tmp_path):
+    """A run's metrics.json is aggregated only beside the model.pt it evaluated (not older than
+    it) and the config.yaml of the training identity it was computed for: one line names every
+    other run, and no table is written."""
+    import os
+
+    import yaml
+
+    from vaeinf.config import RunConfig
+    from vaeinf.errors import DataError
+
+    def run(name: str, cfg: RunConfig, model: bool = True) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg.training()))
+        if model:
+            (d / "model.pt").write_bytes(b"weights")
+        doc = metrics_doc() | {"config": cfg.to_dict()}
+        (d / "metrics.json").write_text(json.dumps(doc))
+        return d / "metrics.json"
+
+    cfg = RunConfig(dataset="digits", method="vae", K=5, seed=1)
+    good = run("good", cfg)
+    assert aggregate.disagreement(good) is None
+    # evaluation and operational settings are no part of the identity
+    doc = json.loads(good.read_text())
+    doc["config"]["eval"]["nll_k"] = 7
+    doc["config"]["train"]["device"] = "cpu"
+    good.write_text(json.dumps(doc))
+    assert aggregate.disagreement(good) is None
+
+    missing = run("missing", cfg, model=False)
+    older = run("older", cfg)
+    os.utime(older, (1, 1))
+    other = run("other", cfg)
+    (other.parent / "config.yaml").write_text(yaml.safe_dump(RunConfig(K=7).training()))
+    assert aggregate.disagreement(missing) == "no model.pt"
+    assert aggregate.disagreement(older) == "metrics.json older than model.pt"
+    assert "another training identity" in aggregate.disagreement(other)
+
+    out = {k: tmp_path / f"{k}.csv" for k in ("summary", "bounds", "per_dim", "cost")}
+    with pytest.raises(DataError) as e:
+        aggregate.write_aggregate([good, missing, older, other], [], **out)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("refusing to aggregate 3 run(s)")
+    assert all(str(p.parent) in message for p in (missing, older, other))
+    assert str(good.parent) + " " not in message
+    assert not any(p.exists() for p in out.values())

@@ -110,7 +110,7 @@ def job_stats(output: str) -> dict[str, int]:
 
 def planned(cwd: Path, *args: str) -> dict[str, int]:
     """The jobs a dry run plans: {rule: count}."""
-    r = snakemake(cwd, "--dry-run", "--quiet", "rules", *args)
+    r = snakemake(cwd, "--quiet", "rules", "--dry-run", *args)  # args may start with targets
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return job_stats(r.stdout + r.stderr)
 
@@ -322,6 +322,28 @@ def test_stale_files_resume_or_restart(tmp_path):
     )
 
 
+def test_train_job_makes_the_evaluation_stale_and_logs_why(tmp_path):
+    """A training job removes the run's model and evaluation before it trains (an interrupted
+    one leaves a run Snakemake evaluates again), and its log says why it starts afresh."""
+    overrides = study.run_overrides(_tiny(), "digits", "vae", 1, 0)
+    overrides.pop("eval")
+    overrides["train"] = overrides["train"] | {"epochs": 1}
+    run_dir, log = tmp_path / "run", tmp_path / "train.log"
+    run_dir.mkdir()
+    for name in ("metrics.json", "samples.npz", "model.pt"):
+        (run_dir / name).write_text("of a model that is trained again")
+    assert jobs.train_job(str(run_dir), overrides, str(log)) == 0
+    text = log.read_text()
+    assert "# starting afresh: the run has not been trained before" in text
+    assert f"removing {run_dir / 'metrics.json'}" in text
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "samples.npz").exists()
+    assert (run_dir / "model.pt").stat().st_size > 100  # written by the training
+    # the job again (forced): the finished checkpoint goes, and the log says so
+    log.unlink()
+    assert jobs.train_job(str(run_dir), overrides, str(log)) == 0
+    assert "# starting afresh: the training is rerun (forced or changed)" in log.read_text()
+
+
 def test_identity_leaves_out_evaluation_and_operational_settings():
     base = RunConfig()
     same = RunConfig(
@@ -426,7 +448,7 @@ def identity_dry_runs(tree: Path) -> None:
     # The device is operational for the runs; its kind is part of what the cost rule measures.
     plan = changed_plan(tree, {"run": {"train": {"device": "auto"}}})
     assert not {"train", "evaluate"} & set(plan) and plan["cost"] == 1, plan
-    plan = changed_plan(tree, {"run": {"train": {"lr": 2e-3}}})
+    plan = changed_plan(tree, {"run": {"train": {"lr": 2e-3}}})  # the default is 1e-3
     assert plan["train"] == 4 and plan["evaluate"] == 4 and "cost" not in plan, plan
     plan = changed_plan(tree, {"method_overrides": {"iwae": {"train": {"lr": 2e-3}}}})
     assert plan["train"] == 2 and plan["evaluate"] == 2 and "cost" not in plan, plan
@@ -496,12 +518,29 @@ def test_end_to_end_tiny_study(tmp_path):
     r = snakemake(tree, "--cores", "2", target, *tiny)
     assert r.returncode == 0, r.stderr[-4000:]
     assert "Nothing to be done" in r.stdout + r.stderr
+    # The README's safe forms of a forced retraining, dry runs on the finished study: one run
+    # (the target first, or after '--'), one run with everything downstream, one method's runs,
+    # every training; and the trap they avoid: a target after '--forcerun train' is forced too.
+    one_run = {"train": 1, "evaluate": 1, "total": 2}
+    assert planned(tree, target, "--forcerun", "train", *tiny) == one_run
+    assert planned(tree, *tiny, "--forcerun", "train", "--", target) == one_run
+    tiny_jobs = expected(4, preview=False)
+    downstream = {k: v for k, v in tiny_jobs.items() if k not in ("cost", "setup")}
+    plan = planned(tree, "--forcerun", f"{RUN}/model.pt", *tiny)
+    assert plan == downstream | {"train": 1, "evaluate": 1, "total": tiny_jobs["total"] - 8}
+    models = sorted(str(p.relative_to(tree)) for p in tree.glob("results/digits/iwae/*/*/model.pt"))
+    plan = planned(tree, "--forcerun", *models, *tiny)
+    assert plan["train"] == 2 and plan["evaluate"] == 2 and "cost" not in plan, plan
+    assert planned(tree, "--forcerun", "train", *tiny)["train"] == 4
+    assert planned(tree, *tiny, "--forcerun", "train", target)["train"] == 4  # the trap
+
     # ... and forcing it reruns that run's training and evaluation, nothing else.
     old = json.loads((tree / target).read_text())["provenance"]["wall_seconds"]["total"]
-    r = snakemake(tree, "--cores", "2", "--forceall", target, *tiny)
+    r = snakemake(tree, "--cores", "2", target, "--forcerun", "train", *tiny)
     assert r.returncode == 0, r.stderr[-4000:]
-    assert job_stats(r.stderr) == {"train": 1, "evaluate": 1, "total": 2}
-    assert "the training is rerun" in (tree / "logs/digits/iwae/k5/seed0/train.log").read_text()
+    assert job_stats(r.stderr) == one_run
+    log = (tree / "logs/digits/iwae/k5/seed0/train.log").read_text()
+    assert "# starting afresh: the training is rerun (forced or changed)" in log
     new = json.loads((tree / target).read_text())["provenance"]["wall_seconds"]["total"]
     assert new != old
 
@@ -515,7 +554,6 @@ def test_end_to_end_tiny_study(tmp_path):
     assert r.returncode == 0, r.stderr[-4000:]
     stats = job_stats(r.stderr)
     assert "train" not in stats and "evaluate" not in stats
-    tiny_jobs = expected(4, preview=False)
     rerun = {k: v for k, v in tiny_jobs.items() if k not in ("train", "evaluate", "cost")}
     assert stats == rerun | {"total": tiny_jobs["total"] - 9}
     assert (tree / "paper/_generated/manuscript-check.txt").exists()
@@ -543,3 +581,94 @@ def test_end_to_end_tiny_study(tmp_path):
         module = tree / f"src/vaeinf/report/{name}.py"
         module.write_text(module.read_text() + "# a reworded claim\n")
     assert planned(tree, *tiny) == {"variables": 1, "check_manuscript": 1, "all": 1, "total": 3}
+
+    # Snakemake's report: one self-contained HTML page with the run table and every figure and
+    # table of the paper, each captioned and in its section's category.
+    r = snakemake(tree, "--report", "report.html", *tiny)
+    assert r.returncode == 0, r.stderr[-4000:]
+    html = (tree / "report.html").read_text()
+    assert html.count("data:image/png") >= len(FIGURES)
+    for name in FIGURES:
+        assert f"paper/_generated/figures/{name}.png" in html
+    for name in TABLES:
+        assert f"paper/_generated/tables/{name}.html" in html
+        assert (tree / f"paper/_generated/tables/{name}.html").read_text().count("<tr>") > 1
+    assert "results/summary.csv" in html and "paper/_generated/figures/gaps.png" in html
+    for text in ("Test NLL against the number of training samples K", "Likelihood", "Samples"):
+        assert text in html
+
+
+@pytest.mark.slow
+def test_interrupted_forced_retraining_resumes(tmp_path):
+    """Ctrl-C (SIGINT to Snakemake's process group, as a terminal sends it) during a forced
+    retraining: the run is left without model and evaluation, so a plain rerun resumes its
+    training from the checkpoint and evaluates it again, and the aggregate refuses the run's
+    old metrics.json beside no model.pt."""
+    import signal
+    import time
+
+    from vaeinf.errors import DataError
+    from vaeinf.report import tidy
+
+    (tmp_path / "tree").mkdir()
+    tree = make_tree(tmp_path / "tree")
+    one = merge(
+        yaml.safe_load((tree / TINY).read_text()),
+        {"methods": ["vae"], "Ks": [1], "run": {"train": {"epochs": 60}}},
+    )
+    (tree / "tests/config/one.yaml").write_text(yaml.safe_dump(one))
+    config = ("--configfile", "tests/config/one.yaml")
+    run = tree / "results/digits/vae/k1/seed0"
+    log = tree / "logs/digits/vae/k1/seed0/train.log"
+    r = snakemake(tree, "--cores", "2", *config)
+    assert r.returncode == 0, r.stderr[-4000:]
+    old_metrics = (run / "metrics.json").read_text()
+
+    env = {k: v for k, v in os.environ.items() if k != "VAEINF_BINARIZED_MNIST_NPZ"}
+    env["PATH"] = os.pathsep.join([*map(str, _STUB), str(BIN), env.get("PATH", "")])
+    target = "results/digits/vae/k1/seed0/metrics.json"
+    log.unlink()  # the first training's, which logged its epochs too
+    with open(tmp_path / "forced.out", "w") as out:
+        proc = subprocess.Popen(
+            [str(SNAKEMAKE), "--cores", "2", "--forceall", target, *config],
+            cwd=tree,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 300
+        while not (log.exists() and "epoch 1/60" in log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "no epoch logged"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) != 0
+    forced = (tmp_path / "forced.out").read_text()
+    print(f"--- forced, then SIGINT:\n{forced}\n--- {log.name}:\n{log.read_text()}")
+    assert (run / "checkpoint.pt").exists()
+    for name in ("model.pt", "metrics.json", "samples.npz"):
+        assert not (run / name).exists(), (name, forced)
+
+    # The old evaluation beside the interrupted run: the aggregate refuses it, naming the run.
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "metrics.json").write_text(old_metrics)
+    with pytest.raises(DataError, match=re.escape(f"{copy} (no model.pt)")):
+        tidy.check_runs([copy / "metrics.json"])
+
+    # A plain rerun plans the run's training and evaluation and what reads them, nothing else ...
+    plan = planned(tree, *config)
+    assert plan["train"] == 1 and plan["evaluate"] == 1 and plan["aggregate"] == 1, plan
+    assert not {"cost", "setup"} & set(plan), plan
+    r = snakemake(tree, "--cores", "2", *config)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert job_stats(r.stderr) == plan
+    # ... and the training resumes from its checkpoint and says so in its log.
+    text = log.read_text()
+    print(f"--- plain rerun:\n{r.stderr}\n--- {log.name}:\n{text}")
+    m = re.search(r"resuming from \S+checkpoint\.pt: epoch (\d+) batch (\d+)", text)
+    assert m and 1 <= int(m[1]) < 60, text
+    assert "starting afresh" not in text
+    summary = pd.read_csv(tree / "results/summary.csv")
+    assert len(summary) == 1 and (run / "metrics.json").read_text() != old_metrics
+    assert tidy.disagreement(run / "metrics.json") is None

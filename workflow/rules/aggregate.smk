@@ -1,7 +1,8 @@
 # Aggregation, tables and figures: cheap, from the runs' metrics.json and samples.npz only, so
 # a change here never retrains or re-evaluates. Each table and each figure is its own job whose
 # inputs include its own module (vaeinf.report.tables.NAME, vaeinf.report.figures.NAME), so editing one
-# rebuilds only it.
+# rebuilds only it. The run table, every table and every figure are items of Snakemake's report
+# (snakemake --report report.html), grouped by the paper's section, captions in workflow/report/.
 
 
 localrules:
@@ -17,7 +18,11 @@ rule aggregate:
         costs=get_all_costs,
         code=library("report.tidy"),
     output:
-        summary="results/summary.csv",
+        summary=report(
+            "results/summary.csv",
+            caption="../report/summary.rst",
+            category="Runs",
+        ),
         bounds="results/bounds.csv",
         per_dim="results/per_dim.csv",
         cost="results/cost.csv",
@@ -34,6 +39,12 @@ rule table:
         unpack(get_table_inputs),
     output:
         table=f"{GEN}/tables/{{table}}.md",
+        html=report(
+            f"{GEN}/tables/{{table}}.html",
+            caption="../report/table.rst",
+            category=report_section("table"),
+            subcategory="Tables",
+        ),
     log:
         "logs/tables/{table}.log",
     conda:
@@ -48,7 +59,12 @@ rule figure:
     input:
         unpack(get_figure_inputs),
     output:
-        png=f"{GEN}/figures/{{figure}}.png",
+        png=report(
+            f"{GEN}/figures/{{figure}}.png",
+            caption="../report/figure.rst",
+            category=report_section("figure"),
+            subcategory="Figures",
+        ),
         pdf=f"{GEN}/figures/{{figure}}.pdf",
     log:
         "logs/figures/{figure}.log",

@@ -58,6 +58,30 @@ wildcard_constraints:
     table="|".join(TABLES),
 
 
+#: The paper's section of each table and figure: their category in Snakemake's report.
+REPORT_SECTIONS = {
+    "nll": "Likelihood",
+    "nll_vs_k": "Likelihood",
+    "gaps": "Where the inference gap lies",
+    "bound_gap": "Tightness of the bound",
+    "time": "Cost",
+    "bound_and_time_vs_k": "Cost",
+    "active_units": "Latent usage and posterior collapse",
+    "active_units_vs_k": "Latent usage and posterior collapse",
+    "kl_per_dim": "Latent usage and posterior collapse",
+    "collapse": "Latent usage and posterior collapse",
+    "reconstructions": "Samples",
+    "prior_samples": "Samples",
+}
+
+
+def report_section(wildcard):
+    """The report category of a table or figure job: its section of the paper."""
+    return lambda wildcards: REPORT_SECTIONS.get(
+        getattr(wildcards, wildcard), "Results"
+    )
+
+
 def canonical(value):
     """A config value with every mapping's keys sorted: Snakemake compares params as text, so
     a study config whose keys are merely reordered must give the same params."""
@@ -187,7 +211,12 @@ def get_paper_inputs(wildcards=None):
 
 
 def get_final_targets():
+    """The default target. Every run's metrics.json is part of it: a training job removes its
+    run's evaluation first, and Snakemake reruns a missing file only for a job that needs it,
+    so after an interrupted or failed training a plain `snakemake` trains (resuming) and
+    evaluates that run again, and rebuilds what reads it."""
     targets = [
+        *get_all_metrics(None),
         rules.aggregate.output.summary,
         *expand(rules.figure.output.pdf, figure=FIGURE_INPUTS),
         rules.check_manuscript.output.report,

@@ -47,7 +47,12 @@ rule bound_and_time_html:
         cost=rules.aggregate.output.cost,
         code=library("report.figures.interactive"),
     output:
-        html=f"{GEN}/figures/bound_and_time_vs_k.html",
+        html=report(
+            f"{GEN}/figures/bound_and_time_vs_k.html",
+            caption="../report/bound_and_time_html.rst",
+            category=REPORT_SECTIONS["bound_and_time_vs_k"],
+            subcategory="Figures",
+        ),
     log:
         "logs/figures/bound_and_time_html.log",
     conda:

@@ -19,6 +19,11 @@ Input: the ``metrics.json`` of every run (written by :mod:`vaeinf.rundir`). Outp
     (:mod:`vaeinf.study.cost`), the study's cost axis (training logs keep their own epoch times
     as a record, ``time_per_epoch.*`` in the summary).
 
+Before any table is written, :func:`check_runs` refuses runs whose files disagree (a
+``metrics.json`` without the ``model.pt`` it evaluated, older than it, or written for another
+training identity than the run's ``config.yaml``), so no table reads a model that no longer
+exists.
+
 The Markdown tables (:mod:`vaeinf.report.tables`), the figures and the paper's variables
 (:mod:`vaeinf.report.variables`) are computed from these tables only, so a paper can be rebuilt
 from the raw runs without retraining or re-evaluating.
@@ -31,8 +36,9 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
-from vaeinf.rundir import atomic_write_text
+from vaeinf.rundir import CONFIG, MODEL, atomic_write_text
 
 GRID = ["dataset", "method", "K", "seed"]
 
@@ -112,6 +118,52 @@ def collect(paths: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
     return summary, pd.DataFrame(bounds), pd.DataFrame(dims)
 
 
+def _identity(config) -> dict | None:
+    """The training identity of a config mapping (None when it is not a valid run config)."""
+    from vaeinf.config import RunConfig, from_dict, validate
+    from vaeinf.errors import ConfigError
+
+    try:
+        return validate(from_dict(RunConfig, config)).identity()
+    except (ConfigError, TypeError):
+        return None
+
+
+def disagreement(metrics: str | Path) -> str | None:
+    """Why a run's ``metrics.json`` does not describe its current model, or None when it does:
+    the run directory has no ``model.pt``, the evaluation is older than the model, or it was
+    written for another training identity than the run's ``config.yaml``."""
+    metrics = Path(metrics)
+    model, config = metrics.parent / MODEL, metrics.parent / CONFIG
+    if not model.exists():
+        return f"no {MODEL}"
+    if metrics.stat().st_mtime < model.stat().st_mtime:
+        return f"{metrics.name} older than {MODEL}"
+    try:
+        saved = _identity(yaml.safe_load(config.read_text()))
+    except (OSError, yaml.YAMLError):
+        saved = None
+    if saved is None:
+        return f"no readable {CONFIG}"
+    if _identity(json.loads(metrics.read_text()).get("config")) != saved:
+        return f"{metrics.name} of another training identity than {CONFIG}"
+    return None
+
+
+def check_runs(paths) -> None:
+    """Raise DataError (one line naming every such run) when the files of a run disagree
+    (:func:`disagreement`)."""
+    from vaeinf.errors import DataError
+
+    bad = [(Path(p).parent, why) for p in paths if (why := disagreement(p))]
+    if bad:
+        runs = "; ".join(f"{run} ({why})" for run, why in bad)
+        raise DataError(
+            f"refusing to aggregate {len(bad)} run(s) whose files disagree: {runs}; "
+            "rebuild them with snakemake (a run without its model retrains)"
+        )
+
+
 def _write_csv(df: pd.DataFrame, path: str | Path) -> None:
     atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
 
@@ -120,7 +172,9 @@ def write_aggregate(
     paths, cost_paths, summary: str, bounds: str, per_dim: str, cost: str
 ) -> pd.DataFrame:
     """The tidy tables of the runs' metrics.json, and the cost rule's tables of every dataset
-    in one (``cost.csv``, see :mod:`vaeinf.study.cost`)."""
+    in one (``cost.csv``, see :mod:`vaeinf.study.cost`). Refuses runs whose files disagree
+    (:func:`check_runs`) before writing anything."""
+    check_runs(paths)
     s, b, d = collect(paths)
     _write_csv(s, summary)
     _write_csv(b, bounds)

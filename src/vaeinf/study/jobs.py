@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 
 from vaeinf.config import RunConfig
-from vaeinf.rundir import CHECKPOINT, CONFIG
+from vaeinf.rundir import CHECKPOINT, CONFIG, METRICS, MODEL, SAMPLES, TRAIN_LOG
 from vaeinf.study.grid import (
     resolved_run_config,
     run_config,
@@ -110,6 +110,12 @@ def _redirected(log_path: str | None, mode: str = "a"):
         yield
 
 
+#: What a training job makes stale before it starts: the run's model and its evaluation. Whatever
+#: the job then does (finish, fail, be interrupted), the run is never left with the evaluation
+#: of a model that no longer exists, and Snakemake plans its evaluation again.
+TRAINED = (MODEL, METRICS, SAMPLES)
+
+
 def train_job(
     run_dir: str,
     overrides: dict,
@@ -120,7 +126,10 @@ def train_job(
 ) -> int:
     """The workflow's train job: :func:`vaeinf.core.train.train` on one run, in this process.
 
-    Sets torch's threads, drops stale state (:func:`stale_files`) and returns the exit status
+    Sets torch's threads, drops stale state (:func:`stale_files`) and the files the training
+    makes obsolete (:data:`TRAINED`), says in the log why it starts afresh (the training says
+    from which epoch and batch it resumes), leaves none of its outputs when it fails or is
+    interrupted (the checkpoint stays), and returns the exit status
     of ``vaeinf train`` for the same run (:mod:`vaeinf.errors`: 0, 2 bad input, 143 preempted
     after checkpointing, 1 non-finite loss), the one-line reason last in the log.
     """
@@ -141,9 +150,23 @@ def train_job(
             for p in stale:
                 print(f"# {reason}: removing {p}", flush=True)
                 p.unlink()
+            for p in (Path(run_dir) / name for name in TRAINED):
+                if p.exists():
+                    print(f"# trained again, so no longer current: removing {p}", flush=True)
+                    p.unlink()
+            if not (Path(run_dir) / CHECKPOINT).exists():
+                why = reason or "the run has not been trained before, or its checkpoint is gone"
+                print(f"# starting afresh: {why}", flush=True)
             print(f"trained: {train(cfg, run_dir, progress=False)}", flush=True)
             return 0
         except Exception as e:
+            # No output of an unfinished job stays behind (Snakemake keeps them when it is
+            # interrupted itself, and would then ask for --rerun-incomplete): a plain rerun
+            # trains the run again, resuming from the checkpoint, which stays.
+            for p in (Path(run_dir) / name for name in (TRAIN_LOG, MODEL)):
+                if p.exists():
+                    print(f"# the training did not finish: removing {p}", flush=True)
+                    p.unlink()
             return report_failure(e)
 
 
