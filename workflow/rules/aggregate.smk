@@ -39,7 +39,8 @@ rule table:
     conda:
         CONDA_ENV
     params:
-        methods=config["methods"],
+        variants=VARIANTS,
+        labels=canonical(LABELS),
     script:
         "../scripts/table.py"
 
@@ -55,7 +56,8 @@ rule figure:
     conda:
         CONDA_ENV
     params:
-        methods=config["methods"],
+        variants=VARIANTS,
+        labels=canonical(LABELS),
         n_images=config["paper"]["n_images"],
     script:
         "../scripts/figure.py"

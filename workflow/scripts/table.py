@@ -5,4 +5,10 @@ from vaeinf.study.jobs import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):
-    write_table(smk.wildcards.table, dict(smk.input.items()), smk.output.table, smk.params.methods)
+    write_table(
+        smk.wildcards.table,
+        dict(smk.input.items()),
+        smk.output.table,
+        variants=smk.params.variants,
+        labels=smk.params.labels,
+    )
