@@ -28,6 +28,17 @@ METHODS = {
     "semi_amortized": ("standard", "stl", "dreg"),
 }
 
+#: The objective each method trains when its options name none (the methods' own
+#: ``default_objective``; a test checks that they agree).
+DEFAULT_OBJECTIVES = {
+    "vae": "elbo",
+    "iwae": "iwae",
+    "flow": "iwae",
+    "autoregressive": "iwae",
+    "avb": "elbo",
+    "semi_amortized": "iwae",
+}
+
 #: How the paper names each method (tables, figures, text). A study's variant is shown by its
 #: ``label`` (default: its name); see :func:`vaeinf.study.grid.labels`.
 LABELS = {

@@ -76,7 +76,10 @@ rule variables:
         CONDA_ENV
     params:
         study=canonical(
-            {k: STUDY[k] for k in ("datasets", "methods", "Ks", "seeds", "run")}
+            {
+                k: STUDY[k]
+                for k in ("datasets", "methods", "variants", "Ks", "seeds", "run")
+            }
         ),
     script:
         "../scripts/variables.py"

@@ -34,6 +34,8 @@ rule setup:
                     "seeds",
                     "run",
                     "method_overrides",
+                    "dataset_overrides",
+                    "variants",
                 )
             }
         ),
