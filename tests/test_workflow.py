@@ -294,8 +294,9 @@ def test_bad_variant_stops_before_any_job(tmp_path, lines, message):
     (tree / "bad.yaml").write_text(yaml.safe_dump(cfg) + "variants:\n" + lines)
     r = snakemake(tree, "--dry-run", "--configfile", "bad.yaml")
     assert r.returncode != 0
-    errors = [line for line in r.stderr.splitlines() if message in line]
-    assert errors, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    errors = [line for line in out.splitlines() if message in line]
+    assert errors, out[-3000:]
     assert not (tree / "results").exists() and not (tree / "logs").exists()
 
 
