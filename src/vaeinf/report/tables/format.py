@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import pandas as pd
 
+from vaeinf.report.tidy import labelled
+
 
 def order(df: pd.DataFrame, methods: list[str] | None) -> pd.DataFrame:
     """Rows in the order of the display names ``methods`` (a variant's row is its ``label``,
-    see :func:`vaeinf.report.tidy.labelled`), then by K."""
+    see :func:`vaeinf.report.tidy.labelled`; a table without labels is named by its variants),
+    then by K."""
+    if "label" not in df:
+        df = labelled(df)
     if methods:
         rank = {m: i for i, m in enumerate(methods)}
 
