@@ -156,6 +156,8 @@ def test_registries_list_exactly_the_names():
     assert tuple(LOADERS) == names.DATASETS == tuple(DOWNLOADS)
     for name, cls in REGISTRY.items():
         assert cls.name == name and cls.default_objective in names.OBJECTIVES
+        assert cls.default_objective == names.DEFAULT_OBJECTIVES[name]
+    assert tuple(names.LABELS) == tuple(names.METHODS)
     for estimators in names.METHODS.values():
         assert set(estimators) <= set(names.ESTIMATORS)
 

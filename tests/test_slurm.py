@@ -194,7 +194,7 @@ def run_snakemake(tree: Path, args: tuple[str, ...], env: dict, name: str, limit
     return sm
 
 
-Key = tuple[str, str]  # (rule, "dataset=digits,method=vae,K=1,seed=0")
+Key = tuple[str, str]  # (rule, "dataset=digits,variant=vae,K=1,seed=0")
 
 _BLOCK = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", re.M)
 
@@ -246,7 +246,7 @@ def slurm_log(tree: Path, rule: str, wildcards: str, slurm_id: int) -> Path:
 
 def run_dir(tree: Path, wildcards: str) -> Path:
     w = dict(kv.split("=", 1) for kv in wildcards.split(","))
-    return tree / f"results/{w['dataset']}/{w['method']}/k{w['K']}/seed{w['seed']}"
+    return tree / f"results/{w['dataset']}/{w['variant']}/k{w['K']}/seed{w['seed']}"
 
 
 def workflow_copy(dest: Path) -> Path:

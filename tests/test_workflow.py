@@ -217,7 +217,9 @@ def test_dry_run_default_config(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     assert len(cfg["methods"]) == 6 and cfg["Ks"] == [1, 5, 50] and len(cfg["seeds"]) == 3
-    assert job_stats(r.stdout + r.stderr) == expected(54)  # 6 methods x 3 Ks x 3 seeds
+    assert len(cfg["variants"]) == 4 and all(v["Ks"] == [50] for v in cfg["variants"].values())
+    # 6 methods x 3 Ks x 3 seeds, and 4 ablations x K = 50 x 3 seeds
+    assert job_stats(r.stdout + r.stderr) == expected(54 + 12)
 
 
 def test_slurm_profile_from_the_root(tmp_path):
@@ -227,7 +229,7 @@ def test_slurm_profile_from_the_root(tmp_path):
     r = snakemake(make_tree(tmp_path), "--profile", "slurm", "--dry-run", "--quiet", "rules")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Using profile slurm" in r.stderr
-    assert job_stats(r.stdout + r.stderr) == expected(54)
+    assert job_stats(r.stdout + r.stderr) == expected(54 + 12)
     profile = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["retries"] >= 1
     assert profile["rerun-incomplete"] is True and profile["latency-wait"] >= 30
@@ -238,8 +240,9 @@ def test_dry_run_mnist_config(tmp_path):
         make_tree(tmp_path), "--dry-run", "--quiet", "rules", "--configfile", "config/mnist.yaml"
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    # 2 datasets x 6 methods x 3 Ks x 3 seeds; one download per dataset (no data/ here)
-    assert job_stats(r.stdout + r.stderr) == expected(108, downloads=2, datasets=2)
+    # 2 datasets x (6 methods x 3 Ks + 4 ablations x K = 50) x 3 seeds; one download per dataset
+    # (no data/ here)
+    assert job_stats(r.stdout + r.stderr) == expected(108 + 24, downloads=2, datasets=2)
     cfg = yaml.safe_load((REPO / "config/mnist.yaml").read_text())
     assert cfg["run"]["model"]["preset"] == "burda1"
     assert cfg["run"]["train"]["schedule"] == "burda"
@@ -255,6 +258,48 @@ def test_bad_config_stops_before_any_job(tmp_path):
     assert not (tree / "results").exists() and not (tree / "logs").exists()
 
 
+def test_dry_run_one_variant(tmp_path):
+    """One ablation's run is a target of its own: its training and evaluation, nothing else."""
+    tree = make_tree(tmp_path)
+    target = "results/digits/iwae-dreg/k50/seed0/metrics.json"
+    r = snakemake(tree, target, "--dry-run", "--quiet", "rules")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert job_stats(r.stdout + r.stderr) == {"train": 1, "evaluate": 1, "total": 2}
+    # Only the study's variants are run names.
+    r = snakemake(tree, "results/digits/iwae-nope/k50/seed0/metrics.json", "--dry-run")
+    assert r.returncode != 0
+
+
+BAD_VARIANTS = [
+    ("  nope: {method: lstm}\n", "variant 'nope': key 'method': unknown base method 'lstm'"),
+    (
+        "  slow: {method: iwae, train: {epochs: 0}}\n",
+        "variant 'slow': run config of dataset=digits K=1 seed=0",
+    ),
+    ("  wide: {method: iwae, model: {width: 3}}\n", "variant 'wide': unknown config key"),
+    ("  iwae: {method: iwae, estimator: stl}\n", "variant 'iwae': the name of a method"),
+    ("  a/b: {method: iwae}\n", "variant 'a/b': not a valid name"),
+    ("  twice: {method: iwae}\n  twice: {method: vae}\n", "key 'twice' is given twice"),
+    ("  few: {method: iwae, Ks: [50]}\n", "variant 'few': key 'Ks': [50]"),
+    ("  seeded: {method: iwae, seed: 3}\n", "variant 'seeded': key 'seed'"),
+]
+
+
+@pytest.mark.parametrize(("lines", "message"), BAD_VARIANTS, ids=lambda v: str(v)[:12])
+def test_bad_variant_stops_before_any_job(tmp_path, lines, message):
+    """A bad variant (unknown base, bad override, a method's name, a name with '/', a name
+    given twice, Ks not of the study, a grid key) stops the dry run with one line naming it."""
+    tree = make_tree(tmp_path)
+    cfg = {k: v for k, v in yaml.safe_load((tree / TINY).read_text()).items() if k != "variants"}
+    (tree / "bad.yaml").write_text(yaml.safe_dump(cfg) + "variants:\n" + lines)
+    r = snakemake(tree, "--dry-run", "--configfile", "bad.yaml")
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    errors = [line for line in out.splitlines() if message in line]
+    assert errors, out[-3000:]
+    assert not (tree / "results").exists() and not (tree / "logs").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Study helpers (no Snakemake)
 
@@ -262,6 +307,29 @@ def test_bad_config_stops_before_any_job(tmp_path):
 def _tiny() -> dict:
     cfg = yaml.safe_load((REPO / TINY).read_text())
     return {"method_overrides": {}, "dataset_overrides": {}, **cfg}
+
+
+def test_two_variants_of_one_method_never_share_a_path():
+    cfg = _tiny() | {
+        "variants": {
+            "iwae-stl": {"method": "iwae", "estimator": "stl"},
+            "iwae-dreg": {"method": "iwae", "estimator": "dreg", "Ks": [5]},
+        }
+    }
+    study.check_study(cfg)
+    runs = study.runs(cfg)
+    assert len({r.dir for r in runs}) == len(runs) == 2 * 2 + 2 + 1
+    assert "results/digits/iwae-stl/k1/seed0" in {r.dir for r in runs}
+    assert [r.dir for r in runs if r.variant == "iwae-dreg"] == [
+        "results/digits/iwae-dreg/k5/seed0"
+    ]
+    stl, dreg = (study.run_config(cfg, "digits", v, 5, 0) for v in ("iwae-stl", "iwae-dreg"))
+    assert (stl.method, stl.variant, stl.estimator) == ("iwae", "iwae-stl", "stl")
+    assert (dreg.method, dreg.variant, dreg.estimator) == ("iwae", "iwae-dreg", "dreg")
+    assert stl.identity() != dreg.identity()
+    base = study.run_config(cfg, "digits", "iwae", 5, 0)
+    assert base.variant is None and base.estimator == "standard"
+    assert study.labels(cfg)["iwae"] == "IWAE" and study.labels(cfg)["iwae-stl"] == "iwae-stl"
 
 
 def test_run_overrides_and_set_args_round_trip():
@@ -439,9 +507,10 @@ def changed_plan(tree: Path, change: dict) -> dict[str, int]:
 
 
 def identity_dry_runs(tree: Path) -> None:
-    """Dry runs of a finished tiny study (4 runs: vae, iwae x K 1, 5) with one setting changed."""
+    """Dry runs of a finished tiny study (5 runs: vae, iwae x K 1, 5 and iwae-dreg at K 5) with
+    one setting changed."""
     plan = changed_plan(tree, {"run": {"eval": {"nll_k": 60}}})
-    assert "train" not in plan and "cost" not in plan and plan["evaluate"] == 4, plan
+    assert "train" not in plan and "cost" not in plan and plan["evaluate"] == 5, plan
     operational = {"train": {"checkpoint_every": 2}, "eval": {"memory_mb": 32}, "data_dir": "d"}
     plan = changed_plan(tree, {"run": operational})
     assert not {"train", "evaluate", "cost"} & set(plan), plan
@@ -449,11 +518,18 @@ def identity_dry_runs(tree: Path) -> None:
     plan = changed_plan(tree, {"run": {"train": {"device": "auto"}}})
     assert not {"train", "evaluate"} & set(plan) and plan["cost"] == 1, plan
     plan = changed_plan(tree, {"run": {"train": {"lr": 2e-3}}})  # the default is 1e-3
-    assert plan["train"] == 4 and plan["evaluate"] == 4 and "cost" not in plan, plan
+    assert plan["train"] == 5 and plan["evaluate"] == 5 and "cost" not in plan, plan
+    # A method's overrides reach its variants too (they are merged under the variant's).
     plan = changed_plan(tree, {"method_overrides": {"iwae": {"train": {"lr": 2e-3}}}})
-    assert plan["train"] == 2 and plan["evaluate"] == 2 and "cost" not in plan, plan
+    assert plan["train"] == 3 and plan["evaluate"] == 3 and "cost" not in plan, plan
+    # One variant's overrides retrain only its runs.
+    plan = changed_plan(tree, {"variants": {"iwae-dreg": {"train": {"lr": 2e-3}}}})
+    assert plan["train"] == 1 and plan["evaluate"] == 1 and "cost" not in plan, plan
+    # A new label renames it in the tables, figures and text, and reruns no run.
+    plan = changed_plan(tree, {"variants": {"iwae-dreg": {"label": "DReG"}}})
+    assert not {"train", "evaluate", "cost"} & set(plan) and plan["table"] >= 1, plan
     plan = changed_plan(tree, {"run": {"model": {"hidden": [12]}}})
-    assert plan["train"] == 4 and plan["cost"] == 1, plan
+    assert plan["train"] == 5 and plan["cost"] == 1, plan
 
 
 def test_end_to_end_tiny_study(tmp_path):
@@ -465,16 +541,24 @@ def test_end_to_end_tiny_study(tmp_path):
 
     r = snakemake(tree, "--cores", "2", *tiny)
     assert r.returncode == 0, r.stderr[-4000:]
-    assert job_stats(r.stderr) == expected(4, preview=False)  # tiny.yaml: paper.render false
+    # tiny.yaml: 2 methods x 2 Ks and one ablation at K = 5; paper.render false
+    assert job_stats(r.stderr) == expected(5, preview=False)
     summary = tree / "results/summary.csv"
-    assert len(summary.read_text().splitlines()) == 1 + 4
+    assert len(summary.read_text().splitlines()) == 1 + 5
     for name in FIGURES:
         for ext in ("png", "pdf"):
             assert (tree / f"paper/_generated/figures/{name}.{ext}").stat().st_size > 1000
     for name in TABLES:
         assert (tree / f"paper/_generated/tables/{name}.md").read_text().startswith("| ")
     variables = yaml.safe_load((tree / "paper/_variables.yml").read_text())
-    assert variables["study"]["n_runs"] == 4
+    assert variables["study"]["n_runs"] == 5
+    # The ablation: its own row in every table, under its display name, and in the Ablations
+    # section against its base.
+    for name in ("nll", "time", "active_units", "ablations"):
+        table = (tree / f"paper/_generated/tables/{name}.md").read_text()
+        assert "| IWAE (DReG) |" in table and "iwae-dreg" not in table, name
+    assert "IWAE (DReG)" in variables["claim"]["ablations"]["nll"]
+    assert "estimator `dreg`" in (tree / "paper/_generated/setup.md").read_text()
     assert variables["result"]["worst_method"] in ("vae", "iwae")
     report = (tree / "paper/_generated/manuscript-check.txt").read_text()
     assert report.startswith("manuscript check: OK")
@@ -483,12 +567,15 @@ def test_end_to_end_tiny_study(tmp_path):
     for name in ("train.tsv", "evaluate.tsv"):
         assert (tree / "benchmarks/digits/iwae/k5/seed0" / name).exists()
     runs = [json.loads(p.read_text())["metrics"] for p in tree.glob("results/*/*/k*/seed*/*.json")]
-    assert len(runs) == 4 and len({m["test_set"]["sha256"] for m in runs}) == 1  # one test set
+    assert len(runs) == 5 and len({m["test_set"]["sha256"] for m in runs}) == 1  # one test set
+    assert {(m["variant"], m["method"]) for m in runs if m["variant"] != m["method"]} == {
+        ("iwae-dreg", "iwae")
+    }
     assert {m["ais"]["n"] for m in runs} == {min(50, m["test_set"]["n"]) for m in runs}
     cost = pd.read_csv(tree / "results/cost.csv")
-    assert len(cost) == 4 and (cost["epoch_s_fastest"] > 0).all()
+    assert len(cost) == 5 and (cost["epoch_s_fastest"] > 0).all()
     provenance = (tree / "paper/_generated/provenance.md").read_text()
-    assert "| train | 4 |" in provenance and "| evaluate | 4 |" in provenance
+    assert "| train | 5 |" in provenance and "| evaluate | 5 |" in provenance
     interactive = tree / "paper/_generated/figures/bound_and_time_vs_k.html"
     assert 'id="bound-and-time"' in interactive.read_text()
 
@@ -524,15 +611,15 @@ def test_end_to_end_tiny_study(tmp_path):
     one_run = {"train": 1, "evaluate": 1, "total": 2}
     assert planned(tree, target, "--forcerun", "train", *tiny) == one_run
     assert planned(tree, *tiny, "--forcerun", "train", "--", target) == one_run
-    tiny_jobs = expected(4, preview=False)
+    tiny_jobs = expected(5, preview=False)
     downstream = {k: v for k, v in tiny_jobs.items() if k not in ("cost", "setup")}
     plan = planned(tree, "--forcerun", f"{RUN}/model.pt", *tiny)
     assert plan == downstream | {"train": 1, "evaluate": 1, "total": tiny_jobs["total"] - 8}
     models = sorted(str(p.relative_to(tree)) for p in tree.glob("results/digits/iwae/*/*/model.pt"))
     plan = planned(tree, "--forcerun", *models, *tiny)
     assert plan["train"] == 2 and plan["evaluate"] == 2 and "cost" not in plan, plan
-    assert planned(tree, "--forcerun", "train", *tiny)["train"] == 4
-    assert planned(tree, *tiny, "--forcerun", "train", target)["train"] == 4  # the trap
+    assert planned(tree, "--forcerun", "train", *tiny)["train"] == 5
+    assert planned(tree, *tiny, "--forcerun", "train", target)["train"] == 5  # the trap
 
     # ... and forcing it reruns that run's training and evaluation, nothing else.
     old = json.loads((tree / target).read_text())["provenance"]["wall_seconds"]["total"]
@@ -555,11 +642,11 @@ def test_end_to_end_tiny_study(tmp_path):
     stats = job_stats(r.stderr)
     assert "train" not in stats and "evaluate" not in stats
     rerun = {k: v for k, v in tiny_jobs.items() if k not in ("train", "evaluate", "cost")}
-    assert stats == rerun | {"total": tiny_jobs["total"] - 9}
+    assert stats == rerun | {"total": sum(v for k, v in rerun.items() if k != "total")}
     assert (tree / "paper/_generated/manuscript-check.txt").exists()
 
     s = pd.read_csv(summary)
-    row = s[(s["method"] == "iwae") & (s["K"] == 5)]
+    row = s[(s["variant"] == "iwae") & (s["K"] == 5)]
     assert row["provenance.wall_seconds.total"].iloc[0] == pytest.approx(new, rel=1e-5)
 
     # What reruns what: a changed evaluation setting re-evaluates every run and retrains none;

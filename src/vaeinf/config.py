@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from vaeinf.errors import ConfigError
-from vaeinf.names import DATASETS, METHODS
+from vaeinf.names import DATASETS, METHODS, VARIANT_NAME
 
 __all__ = [
     "ConfigError",
@@ -190,12 +191,14 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    """One run of the grid: dataset x method x K x seed."""
+    """One run of the grid: dataset x variant x K x seed. ``variant`` names a study's variant
+    of ``method`` (None: the method itself); the study's grid sets it."""
 
     dataset: str = "digits"
     binarization: Literal["static", "dynamic"] | None = None  # None: the dataset's default
     data_dir: str = field(default="data", metadata=OPERATIONAL)
     method: str = "iwae"
+    variant: str | None = None
     K: int = field(default=5, metadata=POSITIVE)
     seed: int = field(default=0, metadata=limits(ge=0, lt=SEED_LIMIT))
     estimator: Literal["standard", "stl", "dreg"] = "standard"
@@ -492,6 +495,11 @@ def validate(cfg: RunConfig) -> RunConfig:
                 f"config key '{key}': unknown {key} {value!r}; "
                 f"allowed: {', '.join(sorted(allowed))}"
             )
+    if cfg.variant is not None and not re.match(VARIANT_NAME, cfg.variant):
+        raise ConfigError(
+            f"config key 'variant': {cfg.variant!r} is not a valid variant name; must match "
+            f"{VARIANT_NAME} (lower case letters, digits, '_', '.', '-'; no '/')"
+        )
     check_limits(cfg)
     options = cfg.options()
     check_limits(options, "method_options")

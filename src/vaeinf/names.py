@@ -1,4 +1,5 @@
-"""What exists: the names of datasets, methods, estimators and objectives.
+"""What exists: the names of datasets, methods, estimators and objectives, and how a method is
+shown in the paper.
 
 A leaf module (no imports), read by :mod:`vaeinf.config`, the workflow's schema check and the
 Snakefile's wildcard constraints, so that none of them loads torch. The classes behind the names
@@ -25,3 +26,28 @@ METHODS = {
     "avb": ("standard",),
     "semi_amortized": ("standard", "stl", "dreg"),
 }
+
+#: The objective each method trains when its options name none (the methods' own
+#: ``default_objective``; a test checks that they agree).
+DEFAULT_OBJECTIVES = {
+    "vae": "elbo",
+    "iwae": "iwae",
+    "flow": "iwae",
+    "autoregressive": "iwae",
+    "avb": "elbo",
+    "semi_amortized": "iwae",
+}
+
+#: How the paper names each method (tables, figures, text). A study's variant is shown by its
+#: ``label`` (default: its name); see :func:`vaeinf.study.grid.labels`.
+LABELS = {
+    "vae": "VAE",
+    "iwae": "IWAE",
+    "flow": "Flow",
+    "autoregressive": "IAF",
+    "avb": "AVB",
+    "semi_amortized": "SA-VAE",
+}
+
+#: A variant's name: a path segment of the run directory (lower case, no ``/``).
+VARIANT_NAME = r"^[a-z0-9][a-z0-9_.-]*$"

@@ -16,11 +16,13 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-#: Keys of the grid that name a run, in the order of its path.
-GRID_KEYS = ("dataset", "method", "K", "seed")
+#: Keys of the grid that name a run, in the order of its path. A variant is a method with
+#: overrides of its run config (the six methods are variants of themselves; see
+#: :mod:`vaeinf.study.grid`).
+GRID_KEYS = ("dataset", "variant", "K", "seed")
 
 #: The path of one run below ``results/``, which ``logs/`` and ``benchmarks/`` mirror.
-RUN_PATH = "{dataset}/{method}/k{K}/seed{seed}"
+RUN_PATH = "{dataset}/{variant}/k{K}/seed{seed}"
 RUN_DIR = f"results/{RUN_PATH}"
 
 # The files of a run directory, in the order they are written.

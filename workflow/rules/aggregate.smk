@@ -50,7 +50,8 @@ rule table:
     conda:
         CONDA_ENV
     params:
-        methods=config["methods"],
+        variants=VARIANTS,
+        labels=canonical(LABELS),
     script:
         "../scripts/table.py"
 
@@ -71,7 +72,8 @@ rule figure:
     conda:
         CONDA_ENV
     params:
-        methods=config["methods"],
+        variants=VARIANTS,
+        labels=canonical(LABELS),
         n_images=config["paper"]["n_images"],
     script:
         "../scripts/figure.py"
@@ -90,7 +92,10 @@ rule variables:
         CONDA_ENV
     params:
         study=canonical(
-            {k: STUDY[k] for k in ("datasets", "methods", "Ks", "seeds", "run")}
+            {
+                k: STUDY[k]
+                for k in ("datasets", "methods", "variants", "Ks", "seeds", "run")
+            }
         ),
     script:
         "../scripts/variables.py"

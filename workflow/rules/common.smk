@@ -4,6 +4,7 @@
 import functools
 import importlib.util
 import os
+import re
 import shutil
 import sys
 from dataclasses import asdict
@@ -15,7 +16,7 @@ from vaeinf import rundir
 from vaeinf.study import grid as study
 from vaeinf.core.downloads import DOWNLOADS
 from vaeinf.report.figures import INPUTS as FIGURE_INPUTS
-from vaeinf.names import DATASETS, METHODS
+from vaeinf.names import DATASETS
 from vaeinf.report.tables import INPUTS as TABLE_INPUTS
 from vaeinf.report.tables import TABLES
 
@@ -38,6 +39,9 @@ except study.StudyError as e:
     raise WorkflowError(str(e)) from None
 
 RUNS = study.runs(config)
+# The study's variants in order (its methods, then its named variants), and their display names.
+VARIANTS = list(study.variants(config))
+LABELS = study.labels(config)
 # The study config as the paper describes it: without operational settings.
 STUDY = study.without_operational(config)
 RUN = rundir.RUN_DIR
@@ -51,7 +55,7 @@ DOWNLOADABLE = sorted(d for d, files in DOWNLOADS.items() if files)
 
 wildcard_constraints:
     dataset="|".join(sorted(DATASETS)),
-    method="|".join(sorted(METHODS)),
+    variant="|".join(re.escape(v) for v in VARIANTS),
     K=r"[1-9][0-9]*",
     seed=r"[0-9]+",
     figure="|".join(FIGURE_INPUTS),
@@ -127,9 +131,9 @@ def _run_key(wildcards):
 
 
 @functools.cache
-def run_config(dataset, method, K, seed):
+def run_config(dataset, variant, K, seed):
     """The resolved RunConfig of one run (defaults filled in, every method option included)."""
-    return study.run_config(config, dataset, method, int(K), int(seed))
+    return study.run_config(config, dataset, variant, int(K), int(seed))
 
 
 def get_train_identity(wildcards):
@@ -145,8 +149,8 @@ def get_eval_settings(wildcards):
 
 
 def get_cost_contenders(wildcards):
-    """(method, K) -> run config of every contender of the cost rule, as a list of pairs (params
-    must be plain values)."""
+    """(variant, K) -> run config of every contender of the cost rule, as a list of pairs
+    (params must be plain values)."""
     from vaeinf.study.cost import study_contenders
 
     return [

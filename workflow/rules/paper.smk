@@ -34,6 +34,8 @@ rule setup:
                     "seeds",
                     "run",
                     "method_overrides",
+                    "dataset_overrides",
+                    "variants",
                 )
             }
         ),
@@ -58,7 +60,8 @@ rule bound_and_time_html:
     conda:
         CONDA_ENV
     params:
-        methods=config["methods"],
+        variants=VARIANTS,
+        labels=canonical(LABELS),
     script:
         "../scripts/bound_and_time_html.py"
 
@@ -78,7 +81,7 @@ rule provenance:
         # Benchmark records are written by Snakemake, not as outputs: read, not required.
         # Every run's folder, and each dataset's folder with the cost rule's record.
         benchmarks=[
-            BENCH.format(dataset=r.dataset, method=r.method, K=r.K, seed=r.seed)
+            BENCH.format(dataset=r.dataset, variant=r.variant, K=r.K, seed=r.seed)
             for r in RUNS
         ]
         + expand("benchmarks/{dataset}", dataset=config["datasets"]),

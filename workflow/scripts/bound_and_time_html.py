@@ -10,5 +10,9 @@ smk = snakemake  # noqa: F821
 with job_log(smk):
     cost = pd.read_csv(smk.input.cost) if "cost" in smk.input.keys() else None
     bound_and_time_html(
-        pd.read_csv(smk.input.summary), cost, smk.output.html, methods=smk.params.methods
+        pd.read_csv(smk.input.summary),
+        cost,
+        smk.output.html,
+        variants=smk.params.variants,
+        labels=smk.params.labels,
     )

@@ -10,6 +10,7 @@ with job_log(smk):
         dict(smk.input.items()),
         smk.output.png,
         smk.output.pdf,
-        methods=smk.params.methods,
+        variants=smk.params.variants,
+        labels=smk.params.labels,
         n_images=smk.params.n_images,
     )

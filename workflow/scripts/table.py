@@ -9,6 +9,7 @@ with job_log(smk):
         smk.wildcards.table,
         dict(smk.input.items()),
         smk.output.table,
-        smk.params.methods,
+        variants=smk.params.variants,
+        labels=smk.params.labels,
         html=smk.output.html,
     )

@@ -139,6 +139,7 @@ def evaluate(
     nll = test_curve[ev.nll_k]
     metrics = {
         "dataset": cfg.dataset,
+        "variant": cfg.variant or cfg.method,
         "method": cfg.method,
         "K": cfg.K,
         "seed": cfg.seed,
@@ -160,7 +161,8 @@ def evaluate(
     t = time.perf_counter()
     metrics.update(ais_and_gaps(model, x_test, ev, memory_mb))
     wall["ais_and_gaps"] = time.perf_counter() - t
-    identity = {k: np.array(getattr(cfg, k)) for k in GRID_KEYS}
+    # The run is named inside its own file: the grid keys and the base method.
+    identity = {k: np.array(metrics[k]) for k in (*GRID_KEYS, "method")}
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays, **identity)  # the run is named inside its own file
     atomic_write_bytes(run_dir / SAMPLES, buf.getvalue())

@@ -408,6 +408,69 @@ def cost_trend(cost: pd.DataFrame, methods: list[str]) -> Claim:
     return Claim("; ".join(parts), basis)
 
 
+def cost_difference(cost: pd.DataFrame, dataset: str, a: str, b: str, K: int) -> dict | None:
+    """Seconds per epoch of variant ``b`` minus those of variant ``a`` at K (the cost rule's
+    table: one timing each, no seeds), with the range that the step-time quartiles allow
+    (q1_b − q3_a to q3_b − q1_a); resolved when that range excludes zero, the rule of
+    :func:`cost_growth` (interquartile ranges that do not overlap). None when either is
+    missing."""
+    rows = {}
+    for v in (a, b):
+        c = cost[(cost["dataset"] == dataset) & (cost["variant"] == v) & (cost["K"] == K)]
+        if c.empty:
+            return None
+        rows[v] = c.iloc[0]
+
+    def at(v, column):
+        return float(rows[v][column]) * float(rows[v]["batches_per_epoch"])
+
+    diff = float(rows[b]["epoch_s_fastest"]) - float(rows[a]["epoch_s_fastest"])
+    low, high = at(b, "step_s_q1") - at(a, "step_s_q3"), at(b, "step_s_q3") - at(a, "step_s_q1")
+    d = 3 if max(abs(low), abs(high), abs(diff)) < 10 else 1
+
+    def sign(x: float) -> str:
+        return f"{x:+.{d}f}".replace("-", "−")
+
+    return {
+        "diff": diff,
+        "low": low,
+        "high": high,
+        "resolved": low > 0 or high < 0,
+        "ratio": float(rows[b]["epoch_s_fastest"]) / float(rows[a]["epoch_s_fastest"]),
+        "text": f"{sign(diff)} ({sign(low)} to {sign(high)})",
+    }
+
+
+def cost_versus(cost: pd.DataFrame, pairs: dict[str, tuple[str, str, str, int]]) -> Claim:
+    """Seconds per epoch of each ablation against its base (name -> (dataset, base, variant,
+    K)), grouped by the decision of :func:`cost_difference`: ``"is longer for IWAE (DReG)
+    (×1.31, +0.012 s), and within the interquartile range of the step times for ..."``. The
+    caller puts the subject ("the time per epoch") in front."""
+    got = {n: cost_difference(cost, *p) for n, p in pairs.items()}
+    got = {n: g for n, g in got.items() if g is not None}
+    if not got:
+        return Claim("cannot be compared: no ablation was timed beside its base", "no timings")
+    basis = "; ".join(
+        f"{n}: {g['diff']:+.4g} s/epoch (×{g['ratio']:.3g}), quartile range "
+        f"[{g['low']:+.4g}, {g['high']:+.4g}], resolved: {g['resolved']}"
+        for n, g in got.items()
+    )
+    parts = []
+    same = "does not differ beyond the interquartile range of the step times"
+    for verb, keep in (
+        ("is longer", lambda g: g["resolved"] and g["diff"] > 0),
+        ("is shorter", lambda g: g["resolved"] and g["diff"] < 0),
+        (same, lambda g: not g["resolved"]),
+    ):
+        group = {n: g for n, g in got.items() if keep(g)}
+        if group:
+            who = join(
+                f"{n} (×{g['ratio']:.2f}, {g['text'].split(' (')[0]} s)" for n, g in group.items()
+            )
+            parts.append(f"{verb} for {who}")
+    return Claim(", and ".join(parts) + ", each against its base at the same K", basis)
+
+
 def rule_text(n_seeds: int) -> str:
     """The decision rule in words, for the paper."""
     if n_seeds < 2:

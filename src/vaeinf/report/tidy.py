@@ -4,10 +4,11 @@ Input: the ``metrics.json`` of every run (written by :mod:`vaeinf.rundir`). Outp
 
 ``summary.csv``
     one row per run, its complete record under one name per value: the grid columns
-    (``dataset``, ``method``, ``K``, ``seed``), every scalar of ``metrics`` under its dotted path
-    (``test_nll.mean``, ``collapse.mutual_information.value``, ...), the resolved config under
-    ``config.`` (lists such as ``config.model.hidden`` as compact JSON, ``method_options``
-    flattened to ``config.method_options.NAME``) and the provenance under ``provenance.``; and
+    (``dataset``, ``variant``, ``K``, ``seed``) and the variant's base ``method``, every scalar
+    of ``metrics`` under its dotted path (``test_nll.mean``,
+    ``collapse.mutual_information.value``, ...), the resolved config under ``config.`` (lists
+    such as ``config.model.hidden`` as compact JSON, ``method_options`` flattened to
+    ``config.method_options.NAME``) and the provenance under ``provenance.``; and
     the columns derived from the long tables: ``latent``, ``test_LK`` and ``bound_gap``, and
     ``path``. A scalar the evaluator adds appears as a column with no change here.
 ``bounds.csv``
@@ -15,9 +16,9 @@ Input: the ``metrics.json`` of every run (written by :mod:`vaeinf.rundir`). Outp
 ``per_dim.csv``
     one row per (run, latent dimension): KL(q(z_i|x) || p(z_i)) and Cov_x(E_q[z_i|x]).
 ``cost.csv``
-    one row per (dataset, method, K): seconds per epoch from the cost rule
-    (:mod:`vaeinf.study.cost`), the study's cost axis (training logs keep their own epoch times
-    as a record, ``time_per_epoch.*`` in the summary).
+    one row per (dataset, variant, K), with the base ``method``: seconds per epoch from the
+    cost rule (:mod:`vaeinf.study.cost`), the study's cost axis (training logs keep their own
+    epoch times as a record, ``time_per_epoch.*`` in the summary).
 
 Before any table is written, :func:`check_runs` refuses runs whose files disagree (a
 ``metrics.json`` without the ``model.pt`` it evaluated, older than it, or written for another
@@ -40,7 +41,9 @@ import yaml
 
 from vaeinf.rundir import CONFIG, MODEL, atomic_write_text
 
-GRID = ["dataset", "method", "K", "seed"]
+GRID = ["dataset", "variant", "K", "seed"]
+#: The columns that name a run: the grid's and the variant's base method.
+KEYS = ["dataset", "variant", "method", "K", "seed"]
 
 
 def _bound(bounds: list[dict], split: str, K: int) -> float:
@@ -67,12 +70,15 @@ def flatten(doc: dict) -> dict:
 
 def run_rows(doc: dict, path: str = "") -> tuple[dict, list[dict], list[dict]]:
     """(summary row, bound rows, per-dimension rows) of one run's metrics.json document."""
-    m = doc["metrics"]
-    key = {k: m[k] for k in GRID}
+    m = dict(doc["metrics"])
+    m.setdefault("variant", m["method"])  # a run of a study without variants
+    key = {k: m[k] for k in KEYS}
     # A config value the metrics repeat at the top level (the grid's dataset, method, K and seed,
-    # the estimator) is the same value under a second name: kept once, under the metrics' name.
+    # the estimator) is the same value under a second name: kept once, under the metrics' name;
+    # so is ``config.variant`` (null for a method itself), which ``variant`` names.
     config = doc.get("config", {})
     copies = {f"config.{k}" for k, v in m.items() if k in config and config[k] == v}
+    copies.add("config.variant")
     flat = {k: v for k, v in flatten(doc).items() if k not in key and k not in copies}
     coll, au = m.get("collapse", {}), m.get("active_units", {})
     kl = coll.get("kl_per_dim") or []
@@ -162,6 +168,22 @@ def check_runs(paths) -> None:
             f"refusing to aggregate {len(bad)} run(s) whose files disagree: {runs}; "
             "rebuild them with snakemake (a run without its model retrains)"
         )
+
+
+def labelled(df: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """``df`` with a column ``label``: each row's display name, ``labels[variant]`` (the study's
+    :func:`vaeinf.study.grid.labels`, the one place names come from), else its variant's name.
+    Tables and figures group and order their rows and series by it. A table without a
+    ``variant`` column (a study without variants) is named by its ``method``."""
+    df = df.copy()
+    key = df["variant"] if "variant" in df else df["method"]
+    df["label"] = key.map(lambda v: (labels or {}).get(v, v))
+    return df
+
+
+def display_order(variants: list[str] | None, labels: dict[str, str] | None) -> list[str] | None:
+    """The display names of ``variants``, in their order (None: as the rows come)."""
+    return [(labels or {}).get(v, v) for v in variants] if variants else None
 
 
 def _write_csv(df: pd.DataFrame, path: str | Path) -> None:

@@ -31,6 +31,7 @@ BDMC_GAP = "ais.bdmc.gap"
 APPROX_GAP = "gaps.own_family.approximation_gap.mean"
 AMORT_GAP = "gaps.own_family.amortization_gap.mean"
 EPOCH_S = "epoch_s_fastest"
+TEST_LK = "test_LK"
 
 
 def _fmt(x: float, digits: int = 2) -> str:
@@ -190,6 +191,54 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
     return split(claim)
 
 
+def _ablation_claims(
+    df: pd.DataFrame, cost: pd.DataFrame | None, labels: dict
+) -> tuple[dict, dict]:
+    """(claim, basis) of the Ablations section: each named variant against its base method at
+    the same K, paired over seeds (test NLL, training bound, active units), and its time per
+    epoch against its base's (the cost rule's table)."""
+    named = df[df["variant"] != df["method"]][["variant", "method", "K"]].drop_duplicates()
+    pairs = {
+        (labels.get(v, v), int(K)): (m, v, int(K)) for v, m, K in named.itertuples(index=False)
+    }
+    many_k = named.groupby("variant")["K"].nunique().gt(1).any()
+
+    def name(key) -> str:
+        return f"{key[0]} at K = {key[1]}" if many_k else key[0]
+
+    def versus(column: str, what: str) -> dict:
+        return {
+            name(key): claims.paired(
+                df,
+                column,
+                {"variant": m, "K": K},
+                {"variant": v, "K": K},
+                f"{what} of {v} − {m}, K = {K}",
+            )
+            for key, (m, v, K) in pairs.items()
+        }
+
+    na = claims.Claim("n/a (no ablations in this study)", "no variants")
+    if not pairs:
+        claim = dict.fromkeys(("nll", "bound", "active", "cost"), na)
+    else:
+        claim = {
+            "nll": claims.grouped(versus(NLL, "test NLL"), claims.NLL),
+            "bound": claims.grouped(versus(TEST_LK, "test L_K"), claims.Words("rises", "falls")),
+            "active": claims.grouped(
+                versus(ACTIVE, "active units"),
+                claims.Words("rise", "fall", unit="units", digits=1),
+            ),
+            "cost": claims.cost_versus(
+                cost,
+                {name(k): (df["dataset"].iloc[0], m, v, K) for k, (m, v, K) in pairs.items()},
+            )
+            if cost is not None and "variant" in cost
+            else claims.Claim("n/a (no cost table)", "no cost table"),
+        }
+    return {k: c.text for k, c in claim.items()}, {k: c.basis for k, c in claim.items()}
+
+
 def paper_variables(summary: pd.DataFrame, config: dict, cost: pd.DataFrame | None = None) -> dict:
     """The numbers and phrases the paper's text quotes, as ``{{< var ... >}}`` keys.
 
@@ -201,11 +250,19 @@ def paper_variables(summary: pd.DataFrame, config: dict, cost: pd.DataFrame | No
     training logs. Every key the text uses is always present (``n/a`` when a method the sentence
     names is not part of the study), so the text never breaks.
     """
+    from vaeinf.study.grid import labels as study_labels
+    from vaeinf.study.grid import runs
+
     datasets, methods = list(config["datasets"]), list(config["methods"])
     ks, seeds = sorted(config["Ks"]), list(config["seeds"])
     run = config.get("run") or {}
     primary = datasets[0]
-    df = summary[summary["dataset"] == primary]
+    labels = study_labels(config)
+    if "variant" not in summary:  # a study without variants
+        summary = summary.assign(variant=summary["method"])
+    every = summary[summary["dataset"] == primary]
+    # The grid of methods: every variant's runs but the ablations' (see _ablation_claims).
+    df = every[every["variant"] == every["method"]]
     mean = df.groupby(["method", "K"])[[NLL, ACTIVE]].mean()
     nll_k = int(summary[NLL_K].iloc[0]) if len(summary) else run.get("eval", {}).get("nll_k")
     k_min, k_max = ks[0], ks[-1]
@@ -222,7 +279,11 @@ def paper_variables(summary: pd.DataFrame, config: dict, cost: pd.DataFrame | No
     sd = f"mean ± s.d. over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
 
     # Cost: the cost rule's seconds per epoch (one timing per method and K).
-    c = cost[cost["dataset"] == primary] if cost is not None else None
+    c_every = cost[cost["dataset"] == primary] if cost is not None else None
+    if c_every is not None and "variant" in c_every:
+        c = c_every[c_every["variant"] == c_every["method"]]
+    else:
+        c = c_every
     sec = c.set_index(["method", "K"])[EPOCH_S] if c is not None else pd.Series()
 
     def secs(K):
@@ -238,6 +299,8 @@ def paper_variables(summary: pd.DataFrame, config: dict, cost: pd.DataFrame | No
         else "n/a"
     )
     claim, basis = _claims(df, c, methods, ks, len(seeds))
+    claim["ablations"], basis["ablations"] = _ablation_claims(every, c_every, labels)
+    named = list(config.get("variants") or {})
 
     # AIS, BDMC and the gap split: settings and the extremes across the grid.
     has_ais = AIS_LOGP in df and df[AIS_LOGP].notna().any()
@@ -271,7 +334,10 @@ def paper_variables(summary: pd.DataFrame, config: dict, cost: pd.DataFrame | No
             "K_max": k_max,
             "n_seeds": len(seeds),
             "seeds_phrase": "one seed" if len(seeds) == 1 else f"{len(seeds)} seeds",
-            "n_runs": len(datasets) * len(methods) * len(ks) * len(seeds),
+            "n_runs": len(runs(config)),
+            "n_grid_runs": len(datasets) * len(methods) * len(ks) * len(seeds),
+            "n_ablations": len(named),
+            "ablations": join(labels[v] for v in named) if named else "none",
             "nll_k": nll_k,
             "test_points": _first(df, TEST_POINTS),
             "spread": sd,

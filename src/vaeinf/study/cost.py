@@ -1,4 +1,4 @@
-"""The cost axis of the study: seconds per training epoch of every (method, K), timed fairly.
+"""The cost axis of the study: seconds per training epoch of every (variant, K), timed fairly.
 
 Why: epoch times in training logs of jobs sharing a machine time each other's load. Here every
 contender runs in its own worker process (its own allocator), all started before timing; the
@@ -7,7 +7,7 @@ timed steps and ``min_seconds``, the first ``warmup`` rounds discarded. A conten
 is its fastest counted step (interference only adds time; the median and quartiles are
 reported beside it), seconds per epoch (``epoch_s_fastest``) = step time x minibatches
 per epoch, and the ratio is to
-the reference contender (``vae`` at the smallest K when present, else the first method). The
+the reference contender (``vae`` at the smallest K when present, else the first variant). The
 measurements behind these choices are in the benchmark report.
 
 Reference: the minimum of repeated timings, as argued in the documentation of Python's
@@ -28,6 +28,7 @@ from pathlib import Path
 
 COLUMNS = [
     "dataset",
+    "variant",
     "method",
     "K",
     "device",
@@ -108,11 +109,12 @@ def measure(
     min_seconds: float = 0.0,
     threads: int = 1,
 ) -> list[dict]:
-    """Time every contender ((method, K) -> its run config overrides); one row per contender."""
+    """Time every contender ((variant, K) -> its run config overrides, ``method`` the
+    variant's base method); one row per contender."""
     keys = list(contenders)
-    methods = [m for m, _ in keys]
-    ref_method = "vae" if "vae" in methods else methods[0]
-    ref_key = (ref_method, min(K for m, K in keys if m == ref_method))
+    names = [v for v, _ in keys]
+    ref_name = "vae" if "vae" in names else names[0]
+    ref_key = (ref_name, min(K for v, K in keys if v == ref_name))
     workers: dict[tuple[str, int], subprocess.Popen] = {}
     try:
         for key in keys:
@@ -144,17 +146,18 @@ def measure(
                 proc.kill()
     ref_step = min(times[ref_key])
     rows = []
-    for (method, K), t in times.items():
-        device, per_epoch = info[(method, K)]
+    for (variant, K), t in times.items():
+        device, per_epoch = info[(variant, K)]
         q1, median, q3 = statistics.quantiles(t, n=4)
         step = min(t)  # the fastest step: the cost of the work itself (see the module's doc)
         rows.append(
             {
-                "dataset": contenders[(method, K)]["dataset"],
-                "method": method,
+                "dataset": contenders[(variant, K)]["dataset"],
+                "variant": variant,
+                "method": contenders[(variant, K)]["method"],
                 "K": K,
                 "device": device,
-                "batch_size": contenders[(method, K)].get("train", {}).get("batch_size"),
+                "batch_size": contenders[(variant, K)].get("train", {}).get("batch_size"),
                 "batches_per_epoch": per_epoch,
                 "step_s": step,
                 "step_s_q1": q1,
@@ -187,15 +190,16 @@ def step_identity(cfg) -> dict:
 
 
 def study_contenders(config: dict, dataset: str) -> dict[tuple[str, int], dict]:
-    """Every (method, K) of a study on ``dataset``, as the run config of its training step
-    (:func:`step_identity` of its first seed's run)."""
-    from vaeinf.study.grid import run_config
+    """Every (variant, K) of a study on ``dataset`` (a variant at its own Ks), as the run config
+    of its training step (:func:`step_identity` of its first seed's run)."""
+    from vaeinf.study.grid import run_config, variants
 
     seed = config["seeds"][0]
     return {
-        (m, int(K)): step_identity(run_config(config, dataset, m, int(K), seed))
-        for m in config["methods"]
+        (v, int(K)): step_identity(run_config(config, dataset, v, int(K), seed))
+        for v, spec in variants(config).items()
         for K in sorted(config["Ks"])
+        if int(K) in spec["Ks"]
     }
 
 

@@ -1,4 +1,4 @@
-"""The study's grid: the runs (dataset x method x K x seed) one config file describes.
+"""The study's grid: the runs (dataset x variant x K x seed) one config file describes.
 
 Torch-free, so the workflow parses (and dry-runs) without loading torch: expanding the grid,
 each run's config from the study config, what identifies its training and its evaluation,
@@ -7,24 +7,31 @@ checking every run config before any job starts, and the data files a dataset ne
 Study config (``config/config.yaml``; schema in ``workflow/schemas/config.schema.yaml``)::
 
     datasets: [digits]            # the grid
-    methods: [vae, iwae, ...]
+    methods: [vae, iwae, ...]     # each a variant of itself
+    variants:                     # named variants of a method: its run config overridden
+      iwae-dreg: {method: iwae, estimator: dreg, Ks: [50], label: IWAE (DReG)}
     Ks: [1, 5, 10, 25, 50]
     seeds: [0]
     run: {...}                    # RunConfig defaults for every run (vaeinf validates them)
-    method_overrides: {avb: {...}}     # merged over ``run`` for one method
+    method_overrides: {avb: {...}}     # merged over ``run`` for one method (and its variants)
     dataset_overrides: {mnist: {...}}  # merged over ``run`` for one dataset
     resources: {train: {...}, evaluate: {...}}
     paper: {...}
 
-A run's config is ``run`` <- ``dataset_overrides[dataset]`` <- ``method_overrides[method]`` <-
-``{dataset, method, K, seed}``, and its ``eval.ks`` always contains every K of the grid (so the
-bound at the training K is measured for every run).
+The variants of a study are its ``methods`` (each named by itself) and then the keys of
+``variants``; a variant of ``variants`` runs at its ``Ks`` (a subset of the study's; default all
+of them). A run's config is ``run`` <- ``dataset_overrides[dataset]`` <-
+``method_overrides[method]`` <- the variant's overrides <- ``{dataset, method, variant, K,
+seed}``, and its ``eval.ks`` always contains every K of the grid (so the bound at the training K
+is measured for every run). ``variant`` is null for a method itself, so its runs are the runs of
+a study without variants.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,24 +40,68 @@ from typing import Any
 import yaml
 
 from vaeinf.config import ConfigError, RunConfig, merge
-from vaeinf.names import DATASETS, METHODS
-from vaeinf.rundir import GRID_KEYS, RUN_DIR
+from vaeinf.names import DATASETS, LABELS, METHODS, VARIANT_NAME
+from vaeinf.rundir import RUN_DIR
 
 
 class StudyError(ValueError):
     """The study config is inconsistent (one line, naming the key)."""
 
 
+#: Keys of a run config set by the grid, never by ``run``, an override or a variant (a
+#: variant's ``method`` is its base method).
+SET_BY_GRID = {
+    "dataset": "datasets",
+    "method": "methods",
+    "variant": "variants",
+    "K": "Ks",
+    "seed": "seeds",
+}
+
+#: Keys of a variant that are not run config: its base method, its Ks, its display name.
+VARIANT_KEYS = ("method", "Ks", "label")
+
+
 @dataclass(frozen=True, order=True)
 class Run:
     dataset: str
-    method: str
+    variant: str
     K: int
     seed: int
+    method: str = ""  # the variant's base method
 
     @property
     def dir(self) -> str:
-        return RUN_DIR.format(dataset=self.dataset, method=self.method, K=self.K, seed=self.seed)
+        return RUN_DIR.format(dataset=self.dataset, variant=self.variant, K=self.K, seed=self.seed)
+
+
+def variants(config: dict) -> dict[str, dict]:
+    """Every variant of the study, in order (its ``methods``, then the keys of ``variants``):
+    name -> ``{method, Ks, label, overrides}``, ``overrides`` being the variant's run config."""
+    out = {
+        m: {
+            "method": m,
+            "Ks": [int(k) for k in config["Ks"]],
+            "label": LABELS.get(m, m),
+            "overrides": {},
+        }
+        for m in config["methods"]
+    }
+    for name, spec in (config.get("variants") or {}).items():
+        spec = spec or {}
+        out[name] = {
+            "method": spec.get("method"),
+            "Ks": [int(k) for k in (spec.get("Ks") or config["Ks"])],
+            "label": str(spec.get("label") or name),
+            "overrides": {k: v for k, v in spec.items() if k not in VARIANT_KEYS},
+        }
+    return out
+
+
+def labels(config: dict) -> dict[str, str]:
+    """variant -> the name the paper shows (the methods' from :data:`vaeinf.names.LABELS`, a
+    variant's ``label`` or its name): the one place tables, figures and text take names from."""
+    return {name: v["label"] for name, v in variants(config).items()}
 
 
 def load_study(path: str | Path) -> dict:
@@ -68,30 +119,41 @@ def load_study(path: str | Path) -> dict:
 
 
 def runs(config: dict) -> list[Run]:
-    """Every run of the grid, in a stable order."""
+    """Every run of the grid, in a stable order (a variant only at its own Ks)."""
+    table = variants(config)
     return [
-        Run(d, m, int(k), int(s))
-        for d, m, k, s in itertools.product(
-            config["datasets"], config["methods"], config["Ks"], config["seeds"]
+        Run(d, v, int(k), int(s), table[v]["method"])
+        for d, v, k, s in itertools.product(
+            config["datasets"], table, config["Ks"], config["seeds"]
         )
+        if int(k) in table[v]["Ks"]
     ]
 
 
-def run_overrides(config: dict, dataset: str, method: str, K: int, seed: int) -> dict:
+def run_overrides(config: dict, dataset: str, variant: str, K: int, seed: int) -> dict:
     """The nested run config (before vaeinf's defaults) of one run of the study."""
+    spec = variants(config)[variant]
+    method = spec["method"]
     cfg = merge(config.get("run") or {}, (config.get("dataset_overrides") or {}).get(dataset, {}))
     cfg = merge(cfg, (config.get("method_overrides") or {}).get(method, {}))
+    cfg = merge(cfg, spec["overrides"])
     ks = set((cfg.get("eval") or {}).get("ks") or RunConfig().eval.ks) | {
         int(k) for k in config.get("Ks", [])
     }
     cfg = merge(cfg, {"eval": {"ks": sorted(ks)}})
-    cfg.update(dataset=dataset, method=method, K=int(K), seed=int(seed))
+    cfg.update(
+        dataset=dataset,
+        method=method,
+        variant=None if variant in config["methods"] else variant,
+        K=int(K),
+        seed=int(seed),
+    )
     return cfg
 
 
-def run_config(config: dict, dataset: str, method: str, K: int, seed: int) -> RunConfig:
+def run_config(config: dict, dataset: str, variant: str, K: int, seed: int) -> RunConfig:
     """The resolved, validated RunConfig of one run of the study (raises ConfigError)."""
-    return resolved_run_config(run_overrides(config, dataset, method, K, seed))
+    return resolved_run_config(run_overrides(config, dataset, variant, K, seed))
 
 
 def without_operational(config: dict) -> dict:
@@ -114,7 +176,7 @@ def without_operational(config: dict) -> dict:
     out = dict(config)
     if "run" in out:
         out["run"] = strip(out["run"])
-    for kind in ("method_overrides", "dataset_overrides"):
+    for kind in ("method_overrides", "dataset_overrides", "variants"):
         if kind in out:
             out[kind] = {name: strip(over) for name, over in (out[kind] or {}).items()}
     return out
@@ -191,24 +253,92 @@ def check_study(config: dict, source: str = "the study config") -> None:
             raise StudyError(
                 f"{source}: key '{where}.data_dir': the data folder is set once, as 'run.data_dir'"
             )
-        for key in GRID_KEYS:
+        for key, grid_key in SET_BY_GRID.items():
             if key in section:
-                grid_key = {"dataset": "datasets", "method": "methods", "K": "Ks", "seed": "seeds"}
                 raise StudyError(
                     f"{source}: key '{where}.{key}' is set by the grid; list the values under "
-                    f"'{grid_key[key]}' instead"
+                    f"'{grid_key}' instead"
                 )
+    check_variants(config, source)
     # Every run of the grid (cheap: no torch): a seed or K can be out of range on its own.
     for run in runs(config):
-        over = run_overrides(config, run.dataset, run.method, run.K, run.seed)
+        over = run_overrides(config, run.dataset, run.variant, run.K, run.seed)
         try:
             resolved_run_config(over)
         except ConfigError as e:
+            if run.variant != run.method:
+                raise StudyError(
+                    f"{source}: variant '{run.variant}': run config of dataset={run.dataset} "
+                    f"K={run.K} seed={run.seed} (from 'run', 'dataset_overrides.{run.dataset}', "
+                    f"'method_overrides.{run.method}', 'variants.{run.variant}', the grid): {e}"
+                ) from None
             raise StudyError(
                 f"{source}: run config of dataset={run.dataset} method={run.method} K={run.K} "
                 f"seed={run.seed} (from 'run', 'dataset_overrides.{run.dataset}', "
                 f"'method_overrides.{run.method}', the grid): {e}"
             ) from None
+
+
+def check_variants(config: dict, source: str = "the study config") -> None:
+    """The study's ``variants``: each a safe, unique name with an existing base method, Ks of
+    the study, a display name of its own and overrides that leave the grid's keys to the grid.
+    Raises :class:`StudyError` (one line naming the variant)."""
+    table = config.get("variants") or {}
+    if not isinstance(table, dict):
+        raise StudyError(f"{source}: key 'variants': expected a mapping of names, got {table!r}")
+    shown = {LABELS.get(m, m): m for m in config["methods"]}
+    for name, spec in table.items():
+        where = f"{source}: variant '{name}'"
+        if not isinstance(name, str) or not re.match(VARIANT_NAME, name):
+            raise StudyError(
+                f"{where}: not a valid name (a path segment: lower case letters, digits, '_', "
+                "'.', '-', starting with a letter or digit; no '/')"
+            )
+        if name in METHODS:
+            raise StudyError(
+                f"{where}: the name of a method; a variant needs a name of its own "
+                f"(methods: {', '.join(METHODS)})"
+            )
+        if not isinstance(spec, dict):
+            raise StudyError(f"{where}: expected a mapping (method, overrides), got {spec!r}")
+        base = spec.get("method")
+        if base not in METHODS:
+            raise StudyError(
+                f"{where}: key 'method': unknown base method {base!r}; allowed: "
+                f"{', '.join(sorted(METHODS))}"
+            )
+        ks = spec.get("Ks")
+        if ks is not None:
+            if not isinstance(ks, list) or not ks or not set(ks) <= set(config["Ks"]):
+                raise StudyError(
+                    f"{where}: key 'Ks': {ks!r}; must list some of the study's Ks {config['Ks']}"
+                )
+            if len(set(ks)) != len(ks):
+                raise StudyError(f"{where}: key 'Ks' lists a value twice: {ks}")
+        label = spec.get("label", name)
+        if not isinstance(label, str) or not label.strip():
+            raise StudyError(f"{where}: key 'label': expected a display name, got {label!r}")
+        if label in shown:
+            raise StudyError(
+                f"{where}: label {label!r} is already the name of '{shown[label]}'; give each "
+                "variant a label of its own"
+            )
+        shown[label] = name
+        for key in ("dataset", "variant", "K", "seed", "data_dir"):
+            if key in spec:
+                what = (
+                    "the data folder is set once, as 'run.data_dir'"
+                    if key == "data_dir"
+                    else f"'{key}' is set by the grid"
+                )
+                raise StudyError(f"{where}: key '{key}': {what}")
+        over = {k: v for k, v in spec.items() if k not in VARIANT_KEYS}
+        try:
+            from vaeinf.config import from_dict
+
+            from_dict(RunConfig, merge(over, {"method": base}))
+        except ConfigError as e:
+            raise StudyError(f"{where}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------

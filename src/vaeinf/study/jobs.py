@@ -177,7 +177,7 @@ def snakemake_train(smk) -> int:
     reruns the job; the operational settings (device, checkpoint period, data folder) are read
     from the study config as it is now."""
     w = smk.wildcards
-    overrides = run_overrides(smk.config, w.dataset, w.method, int(w.K), int(w.seed))
+    overrides = run_overrides(smk.config, w.dataset, w.variant, int(w.K), int(w.seed))
     overrides.pop("eval", None)  # the evaluate job's settings, not the training's
     return train_job(
         str(Path(smk.output.model).parent),
@@ -218,7 +218,7 @@ def snakemake_evaluate(smk) -> int:
     ``params.eval`` (changing them re-evaluates, never retrains); the memory budget is
     operational, read from the study config."""
     w = smk.wildcards
-    cfg = run_config(smk.config, w.dataset, w.method, int(w.K), int(w.seed))
+    cfg = run_config(smk.config, w.dataset, w.variant, int(w.K), int(w.seed))
     return evaluate_job(
         str(Path(smk.output.metrics).parent),
         dict(smk.params.eval),

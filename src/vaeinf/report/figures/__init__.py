@@ -27,6 +27,7 @@ from vaeinf.report.figures import (
     reconstructions,
     style,
 )
+from vaeinf.report.tidy import display_order, labelled
 
 _MODULES = (
     bound_and_time_vs_k,
@@ -47,16 +48,28 @@ FIGURES: dict[str, Callable] = {m.__name__.rsplit(".", 1)[-1]: m.draw for m in _
 INPUTS: dict[str, tuple[str, ...]] = {m.__name__.rsplit(".", 1)[-1]: m.INPUT for m in _MODULES}
 
 
-def draw(name: str, inputs: dict, methods=None, n_images: int = 8):
+def draw(name: str, inputs: dict, variants=None, labels=None, n_images: int = 8):
     """Draw figure ``name`` from ``inputs`` ({"summary"|"per_dim"|"cost": csv, "samples":
-    [npz]})."""
+    [npz]}): a series (or panel, or strip) per variant in the order of ``variants``, named by
+    ``labels`` (variant -> display name; see :func:`vaeinf.report.tidy.labelled`)."""
+    order = display_order(variants, labels)
     if INPUTS[name] == ("samples",):
-        data = style.read_samples(inputs["samples"])
-        return FIGURES[name](data, methods=methods, n_images=n_images)
-    return FIGURES[name](*(pd.read_csv(inputs[k]) for k in INPUTS[name]), methods=methods)
+        data = {
+            (dataset, (labels or {}).get(v, v)): arrays
+            for (dataset, v), arrays in style.read_samples(inputs["samples"]).items()
+        }
+        return FIGURES[name](data, methods=order, n_images=n_images)
+    frames = (labelled(pd.read_csv(inputs[k]), labels) for k in INPUTS[name])
+    return FIGURES[name](*frames, methods=order)
 
 
 def make_figure(
-    name: str, inputs: dict, png: str | Path, pdf: str | Path, methods=None, n_images=8
+    name: str,
+    inputs: dict,
+    png: str | Path,
+    pdf: str | Path,
+    variants=None,
+    labels=None,
+    n_images=8,
 ) -> None:
-    style.save(draw(name, inputs, methods=methods, n_images=n_images), png, pdf)
+    style.save(draw(name, inputs, variants, labels, n_images=n_images), png, pdf)

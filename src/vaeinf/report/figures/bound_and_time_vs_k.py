@@ -1,4 +1,4 @@
-"""The bound and the time against K: final validation L_K and seconds per epoch, per method.
+"""The bound and the time against K: final validation L_K and seconds per epoch, per variant.
 
 Drawn from results/summary.csv (the bound, mean ± s.d. over seeds) and results/cost.csv (the
 cost rule's seconds per epoch from the fastest step, ``epoch_s_fastest``, with an error bar up
@@ -34,9 +34,9 @@ def draw(summary: pd.DataFrame, cost: pd.DataFrame, methods=None, **_) -> Figure
         sns.color_palette("colorblind")[3],
     )
     for ax, dataset, method, first, last in panels:
-        d = summary[(summary["dataset"] == dataset) & (summary["method"] == method)]
+        d = summary[(summary["dataset"] == dataset) & (summary["label"] == method)]
         g = d.groupby("K").agg(lk=(BOUND, "mean"), lk_sd=(BOUND, "std"))
-        c = cost[(cost["dataset"] == dataset) & (cost["method"] == method)].sort_values("K")
+        c = cost[(cost["dataset"] == dataset) & (cost["label"] == method)].sort_values("K")
         ax.errorbar(g.index, g["lk"], yerr=g["lk_sd"].fillna(0), color=c_bound, marker="o", ms=4)
         ax.tick_params(axis="y", labelcolor=c_bound)
         style.k_axis(ax, ks)

@@ -43,7 +43,7 @@ def draw(summary: pd.DataFrame, methods=None, **_) -> Figure:
         d = summary[summary["dataset"] == dataset].reindex(
             columns=[*summary.columns.difference([APPROX, AMORT, TOTAL]), APPROX, AMORT, TOTAL]
         )
-        g = d.groupby(["method", "K"]).agg(
+        g = d.groupby(["label", "K"]).agg(
             approx=(APPROX, "mean"), amort=(AMORT, "mean"), total_sd=(TOTAL, "std")
         )
         x, labels = [], []

@@ -1,7 +1,7 @@
 """The study's figure, interactive: validation L_K and seconds per epoch against K (Plotly).
 
 The HTML paper shows this in place of the static ``bound_and_time_vs_k`` figure of
-:mod:`vaeinf.report.figures` (the PDF keeps the PNG): one pair of traces per method, the bound
+:mod:`vaeinf.report.figures` (the PDF keeps the PNG): one pair of traces per variant, the bound
 L_K of Burda et al. (2016, Eq. 8) on the final validation pass (left axis, solid) and the
 training time per epoch (right axis, dashed), sharing a legend entry so that a click on the
 method in the legend shows or hides both. Hovering a point gives the mean ± s.d. over seeds.
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from vaeinf.report.tidy import display_order, labelled
 from vaeinf.rundir import atomic_write_text
 
-KEYS = ["dataset", "method", "K"]
+KEYS = ["dataset", "label", "K"]
 
 #: The plotted columns: (name in the plot's data, summary.csv column).
 BOUND = ("bound", "time_per_epoch.final_val_LK")
@@ -41,6 +42,10 @@ def bound_and_time_data(summary: pd.DataFrame, cost: pd.DataFrame | None = None)
     """Per (dataset, method, K): mean, s.d. and count over seeds of the final validation L_K
     (``bound_*``) and of the seconds per epoch (``epoch_s_*``: from ``cost`` when given, else
     the training logs' median epoch from ``summary``)."""
+    # Series by display name (column ``label``); a table without one is named by its variants.
+    summary = summary if "label" in summary else labelled(summary)
+    if cost is not None and "label" not in cost:
+        cost = labelled(cost)
     time, (name, column) = (cost, EPOCH_S) if cost is not None else (summary, TRAIN_EPOCH_S)
     missing = {BOUND[1], *KEYS} - set(summary.columns)
     missing |= {f"time:{c}" for c in {column, *KEYS} - set(time.columns)}
@@ -57,14 +62,14 @@ def _mean_sd(mean: float, sd: float, n: int, digits: int) -> str:
 
 
 def bound_and_time_figure(summary: pd.DataFrame, cost: pd.DataFrame | None = None, methods=None):
-    """The Plotly figure: a column per dataset, twin y axes, a legend group per method."""
+    """The Plotly figure: a column per dataset, twin y axes, a legend group per variant."""
     import plotly.graph_objects as go
     import seaborn as sns
     from plotly.subplots import make_subplots
 
     data = bound_and_time_data(summary, cost)
     datasets = list(dict.fromkeys(data["dataset"]))
-    present = list(dict.fromkeys(data["method"]))
+    present = list(dict.fromkeys(data["label"]))
     order = [m for m in (methods or []) if m in present] + [
         m for m in present if m not in (methods or [])
     ]
@@ -79,7 +84,7 @@ def bound_and_time_figure(summary: pd.DataFrame, cost: pd.DataFrame | None = Non
     )
     for col, dataset in enumerate(datasets, start=1):
         for method in order:
-            d = data[(data["dataset"] == dataset) & (data["method"] == method)].sort_values("K")
+            d = data[(data["dataset"] == dataset) & (data["label"] == method)].sort_values("K")
             if d.empty:
                 continue
             colour = colours[method]
@@ -135,7 +140,7 @@ def bound_and_time_figure(summary: pd.DataFrame, cost: pd.DataFrame | None = Non
         )
     fig.update_layout(
         template="plotly_white",
-        legend=dict(title_text="method (click: show/hide)", groupclick="togglegroup"),
+        legend=dict(title_text="click: show/hide", groupclick="togglegroup"),
         hovermode="closest",
         margin=dict(l=60, r=60, t=40 if len(datasets) > 1 else 20, b=50),
     )
@@ -146,10 +151,13 @@ def bound_and_time_html(
     summary_df: pd.DataFrame,
     cost_df_or_None: pd.DataFrame | None,
     out_html: str | Path,
-    methods=None,
+    variants=None,
+    labels=None,
 ) -> None:
-    """Write the interactive figure as a self-contained HTML fragment (plotly.js inlined)."""
-    fig = bound_and_time_figure(summary_df, cost_df_or_None, methods)
+    """Write the interactive figure as a self-contained HTML fragment (plotly.js inlined): a
+    legend group per variant in the order of ``variants``, named by ``labels``."""
+    cost = None if cost_df_or_None is None else labelled(cost_df_or_None, labels)
+    fig = bound_and_time_figure(labelled(summary_df, labels), cost, display_order(variants, labels))
     html = fig.to_html(
         full_html=False,
         include_plotlyjs=True,

@@ -22,7 +22,7 @@ def draw(per_dim: pd.DataFrame, methods=None, **_) -> Figure:
     plt, sns = style.lib()
     style.theme()
     d = per_dim.copy()
-    d["rank"] = d.groupby(["dataset", "method", "K", "seed"])["kl"].rank(
+    d["rank"] = d.groupby(["dataset", "label", "K", "seed"])["kl"].rank(
         ascending=False, method="first"
     )
     datasets, methods = style.datasets_order(d), style.methods_order(d, methods)
@@ -31,7 +31,7 @@ def draw(per_dim: pd.DataFrame, methods=None, **_) -> Figure:
     fig, panels = style.panels(datasets, methods, 2.6, 2.4, sharey=True)
     floor = 1e-4
     for ax, dataset, method, first, _last in panels:
-        g = d[(d["dataset"] == dataset) & (d["method"] == method)]
+        g = d[(d["dataset"] == dataset) & (d["label"] == method)]
         for K in ks:
             gk = g[g["K"] == K].groupby("rank")["kl"].mean()
             ax.plot(gk.index, gk.clip(lower=floor), marker=".", color=pal[K], label=f"K={K}")

@@ -37,7 +37,9 @@ def theme() -> None:
 
 
 def methods_order(df: pd.DataFrame, methods: list[str] | None) -> list[str]:
-    present = list(dict.fromkeys(df["method"]))
+    """The display names (column ``label``: a variant's, see :func:`vaeinf.report.tidy.labelled`)
+    of ``df`` in the order of ``methods``, then as they come."""
+    present = list(dict.fromkeys(df["label"]))
     if methods:
         return [m for m in methods if m in present] + [m for m in present if m not in methods]
     return present
@@ -76,10 +78,10 @@ def per_dataset_lines(
             data=d,
             x="K",
             y=y,
-            hue="method",
+            hue="label",
             hue_order=methods,
             palette=palette(methods),
-            style="method",
+            style="label",
             style_order=methods,
             markers=True,
             dashes=False,
@@ -96,7 +98,7 @@ def per_dataset_lines(
         ax.set_ylabel(ylabel)
     leg = axes[0][-1].get_legend()
     if leg is not None:
-        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title="method")
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title=None)
     fig.tight_layout()
     return fig
 
@@ -142,12 +144,13 @@ def strip(images: np.ndarray, n: int) -> np.ndarray:
 
 
 def read_samples(paths: list[str | Path]) -> dict[tuple[str, str], dict]:
-    """{(dataset, method): arrays} of the runs' samples.npz; each file names its own run."""
+    """{(dataset, variant): arrays} of the runs' samples.npz; each file names its own run."""
     out = {}
     for p in paths:
         with np.load(p) as z:
             arrays = {k: z[k] for k in z.files}
-        out[(str(arrays["dataset"]), str(arrays["method"]))] = arrays
+        variant = arrays["variant"] if "variant" in arrays else arrays["method"]
+        out[(str(arrays["dataset"]), str(variant))] = arrays
     return out
 
 

@@ -69,7 +69,9 @@ def setup_markdown(config: dict) -> str:
 
     datasets, methods = config["datasets"], config["methods"]
     ks, seeds = sorted(config["Ks"]), config["seeds"]
-    n_runs = len(datasets) * len(methods) * len(ks) * len(seeds)
+    n_grid = len(datasets) * len(methods) * len(ks) * len(seeds)
+    n_runs = len(study.runs(config))
+    named = list(config.get("variants") or {})
     base = study.resolved_run_config(
         study.run_overrides(config, datasets[0], methods[0], ks[0], seeds[0])
     )
@@ -85,8 +87,14 @@ def setup_markdown(config: dict) -> str:
     lines = [
         f"The study is a full grid of {_count(datasets, 'dataset')} × "
         f"{_count(methods, 'method')} × {_count(ks, 'value')} of K × {_count(seeds, 'seed')}, "
-        f"{n_runs} training runs in all: "
-        f"methods {join(methods)}; K ∈ {{{', '.join(map(str, ks))}}}; "
+        f"{n_grid} training runs"
+        + (
+            f", and {_count(named, 'ablation')} of a method beside it, {n_runs - n_grid} runs "
+            f"(@sec-ablations), {n_runs} in all"
+            if named
+            else " in all"
+        )
+        + f": methods {join(methods)}; K ∈ {{{', '.join(map(str, ks))}}}; "
         f"seed{'s' if len(seeds) > 1 else ''} {join(seeds)}.",
         "",
         "**Data.** " + "; ".join(DATASET_TEXT.get(d, d) for d in datasets) + ".",
@@ -114,7 +122,72 @@ def setup_markdown(config: dict) -> str:
     ]
     lines += ["", "**Method settings** (`method_options`, defaults filled in):", ""]
     lines += method_options(config)
+    if named:
+        lines += [
+            "",
+            "**Ablations.** Each ablation is its base method's run config with a few settings "
+            "changed; as resolved for its runs (defaults filled in; settings its base shares are "
+            "not repeated):",
+            "",
+        ]
+        lines += variant_settings(config)
     return "\n".join(lines) + "\n"
+
+
+def variant_settings(config: dict) -> list[str]:
+    """Per named variant of the study: its display name, base, Ks, estimator, objective and
+    every option, from its resolved run config, and the settings that differ from its base's."""
+    import dataclasses
+
+    from vaeinf.names import DEFAULT_OBJECTIVES
+    from vaeinf.study import grid as study
+
+    table, labels = study.variants(config), study.labels(config)
+    d0, s0 = config["datasets"][0], config["seeds"][0]
+    parts = []
+    for name in config.get("variants") or {}:
+        spec = table[name]
+        K = spec["Ks"][0]
+        cfg = study.run_config(config, d0, name, K, s0)
+        base = study.resolved_run_config(_base_overrides(config, spec["method"], d0, K, s0))
+        opts = dataclasses.asdict(cfg.options())
+        objective = opts.get("objective", DEFAULT_OBJECTIVES[cfg.method])
+        changed = _differences(base.identity(), cfg.identity(), skip=("variant",))
+        items = [f"`{k}={v}`" for k, v in opts.items() if v is not None and k != "objective"]
+        parts.append(
+            f"- {labels[name]} (`{name}`): base {labels.get(cfg.method, cfg.method)} "
+            f"(`{cfg.method}`), K ∈ {{{', '.join(map(str, spec['Ks']))}}}; estimator "
+            f"`{cfg.estimator}`, objective `{objective}`"
+            + (f", options {', '.join(items)}" if items else "")
+            + "; changed from the base: "
+            + (", ".join(f"`{k}: {a} → {b}`" for k, a, b in changed) or "nothing")
+            + "."
+        )
+    return parts
+
+
+def _base_overrides(config: dict, method: str, dataset: str, K: int, seed: int) -> dict:
+    """The run config of ``method`` itself at (dataset, K, seed), whether or not the study
+    lists it among its methods."""
+    from vaeinf.study import grid as study
+
+    if method not in config["methods"]:
+        config = config | {"methods": [*config["methods"], method]}
+    return study.run_overrides(config, dataset, method, K, seed)
+
+
+def _differences(a: dict, b: dict, prefix: str = "", skip=()) -> list[tuple[str, object, object]]:
+    """(dotted key, value in a, value in b) of every setting that differs."""
+    out = []
+    for k in a.keys() | b.keys():
+        if k in skip:
+            continue
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differences(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append((f"{prefix}{k}", va, vb))
+    return sorted(out)
 
 
 def method_options(config: dict) -> list[str]:

@@ -1,6 +1,8 @@
 """The paper's Markdown tables, one module per table, each with a ``make(summary, methods)``
-returning the table's Markdown. The workflow's table rule depends on the table's own module
-(and :mod:`vaeinf.report.tables.format`), so editing one table rebuilds only that one.
+returning the table's Markdown: a row per variant (its display name, column ``label``, see
+:func:`vaeinf.report.tidy.labelled`), in the order of the display names ``methods``. The
+workflow's table rule depends on the table's own module (and
+:mod:`vaeinf.report.tables.format`), so editing one table rebuilds only that one.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from vaeinf.report.tables import active_units, collapse, gaps, nll, time
+from vaeinf.report.tables import ablations, active_units, collapse, gaps, nll, time
+from vaeinf.report.tidy import display_order, labelled
 from vaeinf.rundir import atomic_write_text
 
-_MODULES = (nll, gaps, active_units, collapse, time)
+_MODULES = (nll, gaps, active_units, collapse, time, ablations)
 
 #: table name -> function of (the tables it reads..., method order) returning Markdown
 TABLES: dict[str, Callable[..., str]] = {m.__name__.rsplit(".", 1)[-1]: m.make for m in _MODULES}
@@ -64,12 +67,18 @@ def html_table(markdown: str) -> str:
 
 
 def write_table(
-    name: str, inputs: dict, out: str | Path, methods=None, html: str | Path | None = None
+    name: str,
+    inputs: dict,
+    out: str | Path,
+    variants=None,
+    labels=None,
+    html: str | Path | None = None,
 ) -> None:
-    """Write table ``name`` from ``inputs`` ({"summary"|"cost": csv}) to ``out`` (Markdown)
-    and, given ``html``, the same table as an HTML page there (:func:`html_table`)."""
-    frames = [pd.read_csv(inputs[k]) for k in INPUTS[name]]
-    text = TABLES[name](*frames, methods)
+    """Write table ``name`` from ``inputs`` ({"summary"|"cost": csv}) to ``out`` (Markdown):
+    rows in the order of ``variants``, named by ``labels`` (variant -> display name); given
+    ``html``, the same table as an HTML page there (:func:`html_table`)."""
+    frames = [labelled(pd.read_csv(inputs[k]), labels) for k in INPUTS[name]]
+    text = TABLES[name](*frames, display_order(variants, labels))
     atomic_write_text(out, text)
     if html is not None:
         atomic_write_text(html, html_table(text))

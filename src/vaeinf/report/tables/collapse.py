@@ -12,7 +12,7 @@ INPUT = ("summary",)
 
 
 def make(summary: pd.DataFrame, methods: list[str] | None = None) -> str:
-    """Rows dataset x method x K: total KL, collapsed units, mutual information, reconstruction."""
+    """Rows dataset x variant x K: total KL, collapsed units, mutual information, reconstruction."""
     df = order(summary, methods)
     multi = df["dataset"].nunique() > 1
     header = (["Dataset"] if multi else []) + [
@@ -24,7 +24,7 @@ def make(summary: pd.DataFrame, methods: list[str] | None = None) -> str:
         "−log p(x\\|z) (nats)",
     ]
     rows = []
-    for (dataset, method, K), g in df.groupby(["dataset", "method", "K"], sort=False):
+    for (dataset, method, K), g in df.groupby(["dataset", "label", "K"], sort=False):
         rows.append(
             ([dataset] if multi else [])
             + [

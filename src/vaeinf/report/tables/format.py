@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import pandas as pd
 
+from vaeinf.report.tidy import labelled
+
 
 def order(df: pd.DataFrame, methods: list[str] | None) -> pd.DataFrame:
+    """Rows in the order of the display names ``methods`` (a variant's row is its ``label``,
+    see :func:`vaeinf.report.tidy.labelled`; a table without labels is named by its variants),
+    then by K."""
+    if "label" not in df:
+        df = labelled(df)
     if methods:
         rank = {m: i for i, m in enumerate(methods)}
 
         def key(column: pd.Series) -> pd.Series:
-            if column.name != "method":
+            if column.name != "label":
                 return column
             return column.map(lambda m: rank.get(m, len(rank)))
 
-        df = df.sort_values(["dataset", "method", "K"], key=key, kind="stable")
+        df = df.sort_values(["dataset", "label", "K"], key=key, kind="stable")
     return df
 
 
@@ -45,14 +52,14 @@ def markdown_table(header: list[str], rows: list[list[str]], align: list[str] | 
 
 
 def pivot(df: pd.DataFrame, cell, methods: list[str] | None = None) -> str:
-    """Rows dataset x method, one column per K; ``cell(rows of one K)`` gives each cell's text
+    """Rows dataset x variant, one column per K; ``cell(rows of one K)`` gives each cell's text
     (an em dash where the K has no rows)."""
     df = order(df, methods)
     ks = sorted(df["K"].unique())
     multi = df["dataset"].nunique() > 1
     header = (["Dataset"] if multi else []) + ["Method"] + [f"K = {k}" for k in ks]
     rows = []
-    for (dataset, method), g in df.groupby(["dataset", "method"], sort=False):
+    for (dataset, method), g in df.groupby(["dataset", "label"], sort=False):
         cells = [cell(g[g["K"] == k]) if (g["K"] == k).any() else "—" for k in ks]
         rows.append(([dataset] if multi else []) + [method] + cells)
     align = ["l"] * (2 if multi else 1) + ["r"] * len(ks)
@@ -62,7 +69,7 @@ def pivot(df: pd.DataFrame, cell, methods: list[str] | None = None) -> str:
 def pivot_table(
     summary: pd.DataFrame, column: str, digits: int = 2, methods: list[str] | None = None
 ) -> str:
-    """Rows dataset x method, one column per K, cells mean ± s.d. of ``column`` over seeds."""
+    """Rows dataset x variant, one column per K, cells mean ± s.d. of ``column`` over seeds."""
     return pivot(summary, lambda g: mean_sd(g[column], digits), methods)
 
 
@@ -72,7 +79,7 @@ def long_table(
     methods: list[str] | None = None,
     sign: dict[str, float] | None = None,
 ) -> str:
-    """Rows dataset x method x K, one column per (header, summary column, digits), cells mean
+    """Rows dataset x variant x K, one column per (header, summary column, digits), cells mean
     ± s.d. over seeds; ``sign`` flips a column (e.g. log-likelihood -> NLL); a column the
     summary lacks reads as an em dash."""
     df = order(summary, methods)
@@ -80,7 +87,7 @@ def long_table(
     header = (["Dataset"] if multi else []) + ["Method", "K"] + [h for h, _, _ in columns]
     sign = sign or {}
     rows = []
-    for (dataset, method, K), g in df.groupby(["dataset", "method", "K"], sort=False):
+    for (dataset, method, K), g in df.groupby(["dataset", "label", "K"], sort=False):
         cells = [mean_sd(sign.get(c, 1.0) * g[c], d) if c in g else "—" for _, c, d in columns]
         rows.append(([dataset] if multi else []) + [method, str(K)] + cells)
     align = ["l"] * (2 if multi else 1) + ["r"] * (1 + len(columns))
