@@ -503,7 +503,9 @@ def test_study_completes_on_slurm(study):
 
 def test_every_job_ran_as_a_slurm_job_with_a_gpu(study):
     expected = study.expected_remote
-    assert len(expected) == 9  # tiny: 2 methods x 2 Ks, train + evaluate; one cost job
+    assert (
+        len(expected) == 11
+    )  # tiny: 5 runs (2 methods x 2 Ks, one variant), train + evaluate; one cost job
     by_comment = {comment(k): k for k in expected}
     jobs = study.jobs
     # only train, evaluate and cost jobs went to Slurm; each asked for a GPU (resource gpu=1
