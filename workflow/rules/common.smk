@@ -150,12 +150,12 @@ def get_eval_settings(wildcards):
 
 def get_cost_contenders(wildcards):
     """(variant, K) -> run config of every contender of the cost rule, as a list of pairs
-    (params must be plain values)."""
+    (params must be plain values), sorted: the order of the study config's keys changes no
+    contender, so it must not rerun the rule (the rounds rotate the order anyway)."""
     from vaeinf.study.cost import study_contenders
 
-    return [
-        [list(k), v] for k, v in study_contenders(config, wildcards.dataset).items()
-    ]
+    contenders = study_contenders(config, wildcards.dataset)
+    return [[list(k), canonical(contenders[k])] for k in sorted(contenders)]
 
 
 def get_all_costs(wildcards):
