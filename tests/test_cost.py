@@ -23,7 +23,7 @@ def test_cost_schema_and_growth_with_k(tmp_path):
     assert step == cost.step_identity(run_config(config, "digits", "iwae", 256, 3))
     assert step["model"]["hidden"] == [16] and step["train"]["device"] == "cpu"
     assert "seed" not in step and "eval" not in step and "lr" not in step["train"]
-    rows = cost.measure(contenders, rounds=4, warmup=1, steps=3, min_seconds=0.02)
+    rows = cost.measure(contenders, rounds=4, warmup=1, steps=3, min_seconds=0.2)
     out = tmp_path / "cost.csv"
     cost.write_cost(rows, out)
     df = pd.read_csv(out)
@@ -32,7 +32,7 @@ def test_cost_schema_and_growth_with_k(tmp_path):
     assert (df["reference"] == "vae K=1").all()
     ref = df[(df["method"] == "vae") & (df["K"] == 1)].iloc[0]
     assert ref["ratio"] == 1.0
-    # The time floor: a step of this tiny VAE takes well under 0.02 / 3 s, so it times more
+    # The time floor: a step of this tiny VAE takes well under 0.2 / 3 s, so it times more
     # than 3 steps a round.
     assert ref["timed_steps"] > 4 * 3
     for _, r in df.iterrows():
