@@ -28,7 +28,7 @@ from vaeinf.report.tables import TABLES
 from vaeinf.report.tables.format import mean_sd, pivot_table
 from vaeinf.report.variables import paper_variables
 from vaeinf.study import grid as study
-from vaeinf.study import jobs
+from vaeinf.study import jobs, jobserver
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -79,14 +79,18 @@ def _use_stub(stub_bin):
     _STUB[:] = [stub_bin]
 
 
-def snakemake(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Snakemake in ``cwd``; vaeinf comes from ``cwd/src`` when the tree has its own copy."""
+def snakemake(
+    cwd: Path, *args: str, timeout: float = 600, served: bool = False
+) -> subprocess.CompletedProcess:
+    """Snakemake in ``cwd``; vaeinf comes from ``cwd/src`` when the tree has its own copy.
+    ``served``: under the job server, as ``make study`` runs it."""
     env = {k: v for k, v in os.environ.items() if k != "VAEINF_BINARIZED_MNIST_NPZ"}
     env["PATH"] = os.pathsep.join([*map(str, _STUB), str(BIN), env.get("PATH", "")])
     if (cwd / "src" / "vaeinf").is_dir():
         env["PYTHONPATH"] = str(cwd / "src")
+    server = [sys.executable, "-m", "vaeinf.study.jobserver"] if served else []
     return subprocess.run(
-        [str(SNAKEMAKE), *args],
+        [*server, str(SNAKEMAKE), *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -539,10 +543,14 @@ def test_end_to_end_tiny_study(tmp_path):
     shutil.copytree(REPO / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__"))
     tiny = ("--configfile", TINY)  # last: --configfile takes every argument after it
 
-    r = snakemake(tree, "--cores", "2", *tiny)
+    # As `make study` runs it: under the job server (the other tests run plain Snakemake).
+    r = snakemake(tree, "--cores", "2", *tiny, served=True)
     assert r.returncode == 0, r.stderr[-4000:]
     # tiny.yaml: 2 methods x 2 Ks and one ablation at K = 5; paper.render false
     assert job_stats(r.stderr) == expected(5, preview=False)
+    served = ("vae/k1/seed0/train.log", "iwae/k5/seed0/evaluate.log", "cost.log")
+    for log in served:
+        assert jobserver.read_usage(tree / "logs/digits" / log), log  # served, usage recorded
     summary = tree / "results/summary.csv"
     assert len(summary.read_text().splitlines()) == 1 + 5
     for name in FIGURES:
