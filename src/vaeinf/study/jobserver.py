@@ -234,10 +234,11 @@ def serve(command: list[str]) -> int:
         listener.bind(path)
         listener.listen(128)
         listener.settimeout(0.2)
-        # Ctrl-C reaches the whole process group; the command decides what it means, and this
-        # process serves until the command has exited.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         proc = subprocess.Popen(command, env=os.environ | {ENV: path})
+        # Ctrl-C reaches the whole process group; the command decides what it means, and this
+        # process serves until the command has exited (ignored only now: the command would
+        # inherit an ignored SIGINT).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             while proc.poll() is None:
                 for pid in list(children):
