@@ -105,3 +105,15 @@ def test_sigterm_to_the_script_reaches_the_served_training(tmp_path):
     assert proc.wait(timeout=60) == 143
     assert (tmp_path / "run/checkpoint.pt").exists()
     assert jobserver.read_usage(log)[0] > 0
+
+
+def test_ctrl_c_reaches_the_command(tmp_path):
+    """SIGINT to the process group (Ctrl-C) stops the command, and with it the server."""
+    wait = "import time; print('up', flush=True); time.sleep(60)"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaeinf.study.jobserver", sys.executable, "-c", wait],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout.readline().strip() == "up"
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=30) != 0  # the command's KeyboardInterrupt status
