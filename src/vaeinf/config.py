@@ -156,6 +156,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=OPERATIONAL)
     compile: bool = field(default=False, metadata=OPERATIONAL)
     val_points: int | None = field(default=1000, metadata=POSITIVE)
+    # Train on a fixed random sample of this many training points (null: all of them); for
+    # quick checks of a configuration, such as the tiny run of the cluster study in the tests.
+    train_points: int | None = field(default=None, metadata=POSITIVE)
     # When the run ends (vaeinf.core.train.stop_reason): after `epochs` epochs (the cap, "cap"),
     # after `max_steps` optimizer steps (a budget, "budget"; null: none), or once the smoothed
     # validation bound has not risen by more than `min_delta` nats for `patience` epochs

@@ -406,7 +406,11 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     else:
         print(f"starting afresh: no {CHECKPOINT} in {run_dir}", flush=True)
 
-    train_x = data.train.to(device)
+    train_x = (
+        data.train
+        if cfg.train.train_points is None
+        else data.subset("train", cfg.train.train_points)[0]
+    ).to(device)
     val_x = data.subset("valid", cfg.train.val_points)[0].to(device)
     n_batches = math.ceil(len(train_x) / cfg.train.batch_size)
     K = cfg.K
@@ -478,9 +482,16 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                 total += value.sum().item()
                 count += len(x)
             start_batch = 0
-            val_lk, val_l1, *val_k = validation_bounds(
-                model, val_x, val_ks, seed=epoch_seed(cfg.seed, epoch) + 7
+            # Each distinct K once (K = 1 or K = val_k would otherwise be computed twice).
+            unique = list(dict.fromkeys(val_ks))
+            got = dict(
+                zip(
+                    unique,
+                    validation_bounds(model, val_x, unique, seed=epoch_seed(cfg.seed, epoch) + 7),
+                    strict=True,
+                )
             )
+            val_lk, val_l1, *val_k = (got[k] for k in val_ks)
             val_bound = val_k[0] if val_k else val_lk
             seconds = time.perf_counter() - t0
             previous = float(rows[-1]["val_smoothed"]) if rows else None
