@@ -266,7 +266,7 @@ def test_compute_budgets_and_the_best_cell_within_each():
     )
     assert claims.compute_budgets(c) == [100.0, 200.0, 400.0]
     at = claims.at_budget(c, 100.0)
-    best = dict(zip(zip(at["label"], at["seed"]), at["val_bound"], strict=True))
+    best = dict(zip(zip(at["label"], at["seed"], strict=True), at["val_bound"], strict=True))
     assert best[("cheap", 0)] == pytest.approx(-25.0) and best[("costly", 0)] == -20.0
     assert claims.best_at_budget(c, 100.0, "VAE K = 1").text.startswith(
         "at 100 VAE K = 1 steps, costly at K = 50 has the highest validation bound (-19.99 nats), "

@@ -21,7 +21,8 @@ Study config (``config/config.yaml``; schema in ``workflow/schemas/config.schema
 
 The variants of a study are its ``methods`` (each named by itself) and then the keys of
 ``variants``; a method runs at its ``method_Ks`` (default all of the study's Ks), a variant of
-``variants`` at its ``Ks`` (a subset of the study's; default all of them). A run's config is ``run`` <- ``dataset_overrides[dataset]`` <-
+``variants`` at its ``Ks`` (a subset of the study's; default all of them). A run's config is
+``run`` <- ``dataset_overrides[dataset]`` <-
 ``method_overrides[method]`` <- the variant's overrides <- ``{dataset, method, variant, K,
 seed}``, and its ``eval.ks`` always contains every K of the grid (so the bound at the training K
 is measured for every run). ``variant`` is null for a method itself, so its runs are the runs of
