@@ -235,3 +235,69 @@ def test_claims_the_text_uses_exist_when_ais_was_not_evaluated():
         assert v["claim"]["ais"][key].startswith("n/a")
     assert set(v["claim"]["gaps"]) == {"amort_best_kmin", "amort_best_kmax", "approx_k", "amort_k"}
     assert v["claim"]["cost"]["trend"].startswith("n/a") and v["result"]["time_kmin"] == "n/a"
+
+
+# ---------------------------------------------------------------------------------------------
+# Training compute: budgets, the best cell within a budget, the K turn, the converged count
+
+
+def curve_frame(cells: dict, seeds=(0, 1, 2)) -> pd.DataFrame:
+    """curves.csv rows: cells maps (label, K) -> (compute per epoch, [bound after each epoch]);
+    seed s adds 0.01 * s to every bound (a spread the ranking must see through)."""
+    rows = []
+    for (label, K), (per_epoch, bounds) in cells.items():
+        for s in seeds:
+            for e, b in enumerate(bounds, 1):
+                rows.append({"dataset": "digits", "variant": label, "method": label,
+                             "label": label, "K": K, "seed": s, "epoch": e,
+                             "compute": per_epoch * e, "val_bound": b + 0.01 * s})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_compute_budgets_and_the_best_cell_within_each():
+    """A cheap cell (10 units an epoch) that rises slowly and a costly one (100 units) that
+    rises fast: the costly cell is best within 100 and 200 units, the cheap one within 400.
+    The budgets run from 100 (every cell has an epoch) to the median final compute (400)."""
+    c = curve_frame(
+        {
+            ("cheap", 1): (10.0, [-30 + 0.5 * e for e in range(1, 41)]),  # -25 at 100, -10 at 400
+            ("costly", 50): (100.0, [-20.0, -15.0, -12.0, -11.0]),  # -20 at 100, -11 at 400
+        }
+    )
+    assert claims.compute_budgets(c) == [100.0, 200.0, 400.0]
+    at = claims.at_budget(c, 100.0)
+    best = dict(zip(zip(at["label"], at["seed"], strict=True), at["val_bound"], strict=True))
+    assert best[("cheap", 0)] == pytest.approx(-25.0) and best[("costly", 0)] == -20.0
+    assert claims.best_at_budget(c, 100.0, "VAE K = 1").text.startswith(
+        "at 100 VAE K = 1 steps, costly at K = 50 has the highest validation bound (-19.99 nats), "
+        "5.00 ± 0.00 nats above the runner-up cheap at K = 1"
+    )
+    assert "costly at K = 50 has" in claims.best_at_budget(c, 200.0, "u").text
+    assert "cheap at K = 1 has" in claims.best_at_budget(c, 400.0, "u").text
+    # Within 50 units only the cheap cell has trained an epoch.
+    assert (
+        "cheap at K = 1 has the only validation bound" in claims.best_at_budget(c, 50.0, "u").text
+    )
+
+
+def test_k_turn_places_where_more_samples_stop_paying():
+    """Test NLL falls by 1 nat from K = 1 to 2 and from 2 to 5, then by 0.001 (within a seed
+    spread of 0.1): the turn is K = 5."""
+    spread = {0: 0.0, 1: 0.1, 2: -0.1}
+    drop = {1: 0.0, 2: -1.0, 5: -2.0, 10: -2.001, 50: -2.0}
+    df = runs(lambda m, k, s: 90 + drop[k] + spread[s] * (k >= 10), methods=("iwae",),
+              ks=(1, 2, 5, 10, 50))  # fmt: skip
+    c = claims.k_turn(df, "iwae", NLL, "IWAE")
+    assert c.text.startswith("for IWAE, more samples pay up to K = 5 (K = 2 → 5: −1.00")
+    assert "no further (K = 5 → 10" in c.text
+    still = runs(lambda m, k, s: 90 - math.log(k) + 0.01 * s, methods=("vae",), ks=(1, 5, 50))
+    assert "still pay at the largest K (K = 5 → 50" in claims.k_turn(still, "vae", NLL, "VAE").text
+    flat = runs(lambda m, k, s: 90 + 0.1 * ((s + k) % 3), methods=("vae",), ks=(1, 5, 50))
+    assert "do not pay beyond K = 1" in claims.k_turn(flat, "vae", NLL, "VAE").text
+
+
+def test_converged_count():
+    s = pd.DataFrame({"training.stopped_by": ["converged", "cap", "converged", "budget"]})
+    c = claims.converged(s)
+    assert c.text.startswith("2 of 4 runs converged")
+    assert "1 reached the epoch cap" in c.text and "1 spent the step budget" in c.text

@@ -220,10 +220,11 @@ def test_dry_run_default_config(tmp_path):
     r = snakemake(make_tree(tmp_path), "--dry-run", "--quiet", "rules")
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    assert len(cfg["methods"]) == 6 and cfg["Ks"] == [1, 5, 50] and len(cfg["seeds"]) == 3
+    assert len(cfg["methods"]) == 6 and cfg["Ks"] == [1, 2, 5, 10, 50] and len(cfg["seeds"]) == 3
+    assert all(ks == [1, 5, 50] for ks in cfg["method_Ks"].values()) and len(cfg["method_Ks"]) == 4
     assert len(cfg["variants"]) == 4 and all(v["Ks"] == [50] for v in cfg["variants"].values())
-    # 6 methods x 3 Ks x 3 seeds, and 4 ablations x K = 50 x 3 seeds
-    assert job_stats(r.stdout + r.stderr) == expected(54 + 12)
+    # (VAE and IWAE x 5 Ks + 4 methods x 3 Ks) x 3 seeds, and 4 ablations x K = 50 x 3 seeds
+    assert job_stats(r.stdout + r.stderr) == expected((2 * 5 + 4 * 3) * 3 + 12)
 
 
 def test_slurm_profile_from_the_root(tmp_path):
@@ -233,7 +234,7 @@ def test_slurm_profile_from_the_root(tmp_path):
     r = snakemake(make_tree(tmp_path), "--profile", "slurm", "--dry-run", "--quiet", "rules")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Using profile slurm" in r.stderr
-    assert job_stats(r.stdout + r.stderr) == expected(54 + 12)
+    assert job_stats(r.stdout + r.stderr) == expected((2 * 5 + 4 * 3) * 3 + 12)
     profile = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["retries"] >= 1
     assert profile["rerun-incomplete"] is True and profile["latency-wait"] >= 30
@@ -770,3 +771,48 @@ def test_interrupted_forced_retraining_resumes(tmp_path):
     summary = pd.read_csv(tree / "results/summary.csv")
     assert len(summary) == 1 and (run / "metrics.json").read_text() != old_metrics
     assert tidy.disagreement(run / "metrics.json") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster study, made tiny
+
+
+def packed_mnist() -> Path | None:
+    """The packed binarized MNIST: ``$VAEINF_BINARIZED_MNIST_NPZ``, else the shared data folder
+    beside the repository (``../shared/data``); None when neither exists."""
+    env = os.environ.get("VAEINF_BINARIZED_MNIST_NPZ")
+    for path in (Path(env) if env else None, REPO.parent / "shared/data/binarized_mnist.npz"):
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
+MNIST_TINY = "tests/config/mnist_tiny.yaml"
+
+
+@pytest.mark.skipif(
+    packed_mnist() is None,
+    reason="no packed binarized_mnist.npz ($VAEINF_BINARIZED_MNIST_NPZ or ../shared/data)",
+)
+def test_mnist_study_end_to_end_tiny(tmp_path):
+    """config/mnist.yaml, the cluster study, end to end on the packed binarized MNIST with the
+    overrides of tests/config/mnist_tiny.yaml (one dataset, K = 1 and 50, one seed, one epoch
+    of 200 points, a small evaluation and AIS): Burda's net and schedule, its evaluation keys
+    and its ablations run here first."""
+    tree = make_tree(tmp_path)
+    shutil.copy2(REPO / MNIST_TINY, tree / MNIST_TINY)
+    (tree / "data").mkdir()
+    (tree / "data/binarized_mnist.npz").symlink_to(packed_mnist())
+    cfg = ("--configfile", "config/mnist.yaml", MNIST_TINY)
+    r = snakemake(tree, "--cores", "2", *cfg, served=True)
+    assert r.returncode == 0, r.stderr[-4000:]
+    # 6 methods x K in {1, 50} and the 4 ablations at K = 50; no download (the file is there)
+    assert job_stats(r.stderr) == expected(6 * 2 + 4, preview=False)
+    summary = pd.read_csv(tree / "results/summary.csv")
+    assert len(summary) == 16 and set(summary["dataset"]) == {"binarized_mnist"}
+    assert (summary["latent"] == 50).all()  # Burda's net
+    assert (summary["config.train.schedule"] == "burda").all()
+    assert summary["test_nll.mean"].between(50, 800).all(), summary["test_nll.mean"]
+    curves = pd.read_csv(tree / "results/curves.csv")
+    assert len(curves) == 16 and (curves["steps"] == 10).all()  # 200 points in batches of 20
+    assert (tree / "paper/_generated/manuscript-check.txt").exists()

@@ -140,7 +140,9 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation. ``schedule: burda`` is Burda et al. (2015) Sec. 5: 8 stages, stage i runs
     3**i epochs at lr 1e-3 * 10**(-i/7), i = 0..7 (3280 epochs); ``epochs`` then truncates it
-    when set, and defaults to the full 3280."""
+    when set, and defaults to the full 3280. ``patience``, ``min_delta``, ``smoothing`` and
+    ``max_steps`` end a run earlier (early stopping on the validation bound, Prechelt 1998,
+    "Early stopping -- but when?"); see the comment on the fields."""
 
     epochs: int | None = field(default=30, metadata=POSITIVE)
     batch_size: int = field(default=100, metadata=POSITIVE)
@@ -154,6 +156,21 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=OPERATIONAL)
     compile: bool = field(default=False, metadata=OPERATIONAL)
     val_points: int | None = field(default=1000, metadata=POSITIVE)
+    # Train on a fixed random sample of this many training points (null: all of them); for
+    # quick checks of a configuration, such as the tiny run of the cluster study in the tests.
+    train_points: int | None = field(default=None, metadata=POSITIVE)
+    # When the run ends (vaeinf.core.train.stop_reason): after `epochs` epochs (the cap, "cap"),
+    # after `max_steps` optimizer steps (a budget, "budget"; null: none), or once the smoothed
+    # validation bound has not risen by more than `min_delta` nats for `patience` epochs
+    # ("converged"; null: never). The smoothed bound is the exponential moving average
+    # s_t = smoothing s_{t-1} + (1 - smoothing) v_t of the validation bound v_t, taken with
+    # `val_k` samples (null: the training K; one value for every run puts every run's curve
+    # on the same yardstick). The saved model is the state of the best validation bound.
+    patience: int | None = field(default=None, metadata=POSITIVE)
+    min_delta: float = field(default=0.0, metadata=limits(ge=0))
+    smoothing: float = field(default=0.0, metadata=limits(ge=0, lt=1))
+    max_steps: int | None = field(default=None, metadata=POSITIVE)
+    val_k: int | None = field(default=None, metadata=POSITIVE)
 
 
 @dataclass

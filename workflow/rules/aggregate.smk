@@ -26,6 +26,7 @@ rule aggregate:
         bounds="results/bounds.csv",
         per_dim="results/per_dim.csv",
         cost="results/cost.csv",
+        curves="results/curves.csv",
     log:
         "logs/aggregate.log",
     conda:
@@ -83,6 +84,7 @@ rule variables:
     input:
         summary=rules.aggregate.output.summary,
         cost=rules.aggregate.output.cost,
+        curves=rules.aggregate.output.curves,
         code=library("report.variables", "report.claims", "report.text"),
     output:
         variables="paper/_variables.yml",
@@ -94,7 +96,16 @@ rule variables:
         study=canonical(
             {
                 k: STUDY[k]
-                for k in ("datasets", "methods", "variants", "Ks", "seeds", "run")
+                for k in (
+                    "datasets",
+                    "methods",
+                    "method_Ks",
+                    "variants",
+                    "Ks",
+                    "seeds",
+                    "run",
+                )
+                if k in STUDY
             }
         ),
     script:

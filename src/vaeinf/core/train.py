@@ -7,9 +7,16 @@ written mid-epoch (on SIGTERM) also stores the batch index and the RNG state. A 
 point and restarted ends with the same parameters as an uninterrupted run (on the CPU).
 
 Run directory (declared outputs of the workflow's train rule: ``model.pt``, ``train_log.csv``):
-``config.yaml`` (resolved config), ``checkpoint.pt`` (latest state, not a declared output, so a
-retry after preemption resumes from it), ``train_log.csv`` (one row per epoch), ``model.pt``
-(final weights, written last).
+``config.yaml`` (resolved config), ``checkpoint.pt`` (latest state and the best one, not a
+declared output, so a retry after preemption resumes from it), ``train_log.csv`` (one row per
+epoch), ``model.pt`` (the weights of the epoch with the best validation bound, written last).
+
+When a run ends (:func:`stop_reason`): at the cap of ``train.epochs`` epochs, at the budget of
+``train.max_steps`` optimizer steps, or when its smoothed validation bound has stopped improving
+for ``train.patience`` epochs (early stopping, Prechelt 1998). The rule reads only the log's
+rows, which the checkpoint holds, so a resumed run stops where an uninterrupted one does. The
+log's last row names the reason (column ``stop``: converged, budget or cap); column ``steps`` is
+the cumulative number of optimizer steps, the abscissa of the study's compute axis.
 """
 
 from __future__ import annotations
@@ -48,7 +55,62 @@ from vaeinf.rundir import (
 
 log = logging.getLogger("vaeinf.core.train")
 
-LOG_COLUMNS = ["epoch", "lr", "train_objective", "val_LK", "val_L1", "seconds"]
+LOG_COLUMNS = [
+    "epoch",
+    "lr",
+    "steps",
+    "train_objective",
+    "val_LK",
+    "val_L1",
+    "val_bound",
+    "val_smoothed",
+    "seconds",
+    "stop",
+]
+
+#: Why a run ended (the log's ``stop`` column): the smoothed validation bound stopped improving,
+#: the step budget was spent, or the epoch cap was reached.
+STOP_REASONS = ("converged", "budget", "cap")
+
+
+def smoothed(previous: float | None, value: float, smoothing: float) -> float:
+    """s_t = smoothing * s_{t-1} + (1 - smoothing) * v_t, with s_1 = v_1."""
+    return value if previous is None else smoothing * previous + (1 - smoothing) * value
+
+
+def epochs_since_improvement(curve: list[float], min_delta: float) -> int:
+    """Epochs since the smoothed bound last exceeded its best earlier value by more than
+    ``min_delta`` (the first epoch is an improvement)."""
+    best, since = -math.inf, 0
+    for v in curve:
+        if v > best + min_delta:
+            best, since = v, 0
+        else:
+            since += 1
+    return since
+
+
+def stop_reason(rows: list[dict], cfg: RunConfig) -> str | None:
+    """Why the run ends after the epochs of ``rows`` (None: it goes on). Converged first: a run
+    whose bound has stopped improving at the cap converged."""
+    if not rows:
+        return None
+    t = cfg.train
+    curve = [float(r["val_smoothed"]) for r in rows]
+    if t.patience is not None and epochs_since_improvement(curve, t.min_delta) >= t.patience:
+        return "converged"
+    if t.max_steps is not None and int(rows[-1]["steps"]) >= t.max_steps:
+        return "budget"
+    if len(rows) >= n_epochs(cfg):
+        return "cap"
+    return None
+
+
+def best_epoch(rows: list[dict]) -> int:
+    """The epoch (from 1) of the highest validation bound (the first of equal ones): the state
+    ``model.pt`` holds."""
+    values = [float(r["val_bound"]) for r in rows]
+    return int(rows[max(range(len(values)), key=lambda i: (values[i], -i))]["epoch"])
 
 
 BURDA_STAGES = 8  # Burda et al. (2015) Sec. 5: stage i runs 3**i epochs, i = 0..7
@@ -121,7 +183,10 @@ def check_memory(cfg: RunConfig, model: Method, data: Dataset, device: torch.dev
     ev = cfg.eval
     batches = [
         (("K", "train.batch_size"), 3 * cfg.K * min(cfg.train.batch_size, len(data.train))),
-        (("K", "train.val_points"), cfg.K * min(500, cfg.train.val_points or len(data.valid))),
+        (
+            ("K", "train.val_k", "train.val_points"),
+            max(cfg.K, cfg.train.val_k or 1) * min(500, cfg.train.val_points or len(data.valid)),
+        ),
         (("eval.moment_samples",), ev.moment_samples * min(500, len(data.test))),
         (("eval.n_prior_samples",), ev.n_prior_samples),
     ]
@@ -308,6 +373,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     optimizers = model.make_optimizers(cfg.train.lr, cfg.train.betas, cfg.train.eps)
     ckpt_path = run_dir / CHECKPOINT
     rows: list[dict] = []
+    best: dict | None = None  # the state of the best validation bound so far (on the CPU)
     start_epoch, start_batch, rng_state, partial = 0, 0, None, (0.0, 0)
     resumed = ckpt_path.exists()
     saved = None  # (epoch, batch) of the checkpoint on disk
@@ -322,6 +388,9 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                 o.load_state_dict(s)
             rows, start_epoch, start_batch = ck["rows"], ck["epoch"], ck["batch"]
             rng_state, partial = ck.get("rng"), tuple(ck.get("partial", (0.0, 0)))
+            best = ck["best"]
+            if rows and (best is None or set(best) != set(ck["model"])):
+                raise KeyError("best")
             saved = (start_epoch, start_batch)
         except DamagedFile:
             raise
@@ -337,10 +406,16 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     else:
         print(f"starting afresh: no {CHECKPOINT} in {run_dir}", flush=True)
 
-    train_x = data.train.to(device)
+    train_x = (
+        data.train
+        if cfg.train.train_points is None
+        else data.subset("train", cfg.train.train_points)[0]
+    ).to(device)
     val_x = data.subset("valid", cfg.train.val_points)[0].to(device)
     n_batches = math.ceil(len(train_x) / cfg.train.batch_size)
     K = cfg.K
+    val_ks = [K, 1] if cfg.train.val_k in (None, K) else [K, 1, cfg.train.val_k]
+    finished = stop_reason(rows, cfg) is not None  # a resumed run that had already ended
     if progress is None:
         progress = sys.stderr.isatty()
     bar = tqdm(total=epochs, initial=start_epoch, disable=not progress, unit="epoch")
@@ -349,10 +424,19 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     model.train()
 
     def state(epoch, batch, rng=None, partial=(0.0, 0)):
-        return {"rows": rows, "epoch": epoch, "batch": batch, "rng": rng, "partial": partial}
+        return {
+            "rows": rows,
+            "epoch": epoch,
+            "batch": batch,
+            "rng": rng,
+            "partial": partial,
+            "best": best,
+        }
 
     with stop.installed():
         for epoch in range(start_epoch, epochs):
+            if finished:
+                break
             t0 = time.perf_counter()
             lr = epoch_lr(cfg, epoch)
             for g in optimizers[0].param_groups:
@@ -368,7 +452,12 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                 torch.manual_seed(epoch_seed(cfg.seed, epoch))
             total, count = partial
             partial = (0.0, 0)
-            for b in range(start_batch, n_batches):
+            steps_before = int(rows[-1]["steps"]) if rows else 0
+            # The budget may end the run inside an epoch: the last epoch then has fewer steps.
+            last_batch = n_batches
+            if cfg.train.max_steps is not None:
+                last_batch = min(n_batches, cfg.train.max_steps - steps_before)
+            for b in range(start_batch, last_batch):
                 if stop.signum is not None:
                     _save_checkpoint(
                         ckpt_path, model, optimizers, state(epoch, b, _get_rng(), (total, count))
@@ -393,20 +482,37 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                 total += value.sum().item()
                 count += len(x)
             start_batch = 0
-            val_lk, val_l1 = validation_bounds(
-                model, val_x, [K, 1], seed=epoch_seed(cfg.seed, epoch) + 7
+            # Each distinct K once (K = 1 or K = val_k would otherwise be computed twice).
+            unique = list(dict.fromkeys(val_ks))
+            got = dict(
+                zip(
+                    unique,
+                    validation_bounds(model, val_x, unique, seed=epoch_seed(cfg.seed, epoch) + 7),
+                    strict=True,
+                )
             )
+            val_lk, val_l1, *val_k = (got[k] for k in val_ks)
+            val_bound = val_k[0] if val_k else val_lk
             seconds = time.perf_counter() - t0
+            previous = float(rows[-1]["val_smoothed"]) if rows else None
             rows.append(
                 {
                     "epoch": epoch + 1,
                     "lr": lr,
+                    "steps": steps_before + last_batch,
                     "train_objective": total / max(count, 1),
                     "val_LK": val_lk,
                     "val_L1": val_l1,
+                    "val_bound": val_bound,
+                    "val_smoothed": smoothed(previous, val_bound, cfg.train.smoothing),
                     "seconds": seconds,
+                    "stop": "",
                 }
             )
+            if best_epoch(rows) == epoch + 1:
+                best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            reason = stop_reason(rows, cfg)
+            rows[-1]["stop"] = reason or ""
             _write_log(run_dir, rows)
             try:  # before this epoch's checkpoint, so that the one on disk passed every check
                 model.check_epoch(rows[-1]["train_objective"], val_lk, cfg.K)
@@ -419,7 +525,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                     kept = f"the checkpoint from epoch {saved[0] + 1} batch {saved[1]} is kept"
                 kept += "" if saved is None else f" in {ckpt_path}"
                 raise DivergedObjective(f"epoch {epoch + 1}: {e}; {kept}") from None
-            done = epoch + 1 == epochs
+            done = reason is not None
             if done or (epoch + 1) % cfg.train.checkpoint_every == 0:
                 _save_checkpoint(ckpt_path, model, optimizers, state(epoch + 1, 0))
                 saved = (epoch + 1, 0)
@@ -429,12 +535,15 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                 last_print = time.monotonic()
                 print(
                     f"epoch {epoch + 1}/{epochs} train {rows[-1]['train_objective']:.3f} "
-                    f"val L_{K} {val_lk:.3f} val L_1 {val_l1:.3f} ({seconds:.2f} s)",
+                    f"val L_{K} {val_lk:.3f} val L_1 {val_l1:.3f} ({seconds:.2f} s)"
+                    + (f"; stopped: {reason}, best epoch {best_epoch(rows)}" if done else ""),
                     flush=True,
                 )
+            if done:
+                break
     bar.close()
     buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
+    torch.save(best if best is not None else model.state_dict(), buf)
     atomic_write_bytes(run_dir / MODEL, buf.getvalue())
     return run_dir / MODEL
 

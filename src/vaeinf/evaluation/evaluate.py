@@ -73,11 +73,38 @@ def epoch_times(run_dir: Path) -> dict:
     if missing or df.empty or not pd.api.types.is_numeric_dtype(df["seconds"]):
         what = f"lacks column(s) {', '.join(missing)}" if missing else "holds no epochs"
         raise DamagedFile(f"'{path}' {what}; {todo}")
+    best = int(df["val_bound"].idxmax()) if "val_bound" in df else len(df) - 1
     return {
         "median_s": float(df["seconds"].median()),
         "mean_s": float(df["seconds"].mean()),
         "epochs": len(df),
-        "final_val_LK": float(df["val_LK"].iloc[-1]),
+        # The bound of the state evaluated: the best epoch's (vaeinf.core.train.best_epoch).
+        "final_val_LK": float(df["val_LK"].iloc[best]),
+    }
+
+
+def training_record(run_dir: Path, cfg: RunConfig) -> dict:
+    """How the training ended and its validation curve, from ``train_log.csv`` (read by
+    :func:`epoch_times` first): ``stopped_by`` (converged, budget or cap; see
+    :func:`vaeinf.core.train.stop_reason`), the epochs and optimizer steps trained, the best
+    epoch (the state evaluated) and ``curve``, the validation bound L_{val_k} after every epoch
+    against the cumulative steps (the compute axis joins them with the cost rule's step time)."""
+    df = pd.read_csv(run_dir / TRAIN_LOG, keep_default_na=False)
+    if "steps" not in df or "val_bound" not in df:  # a log of an older vaeinf
+        return {}
+    best = int(df["val_bound"].idxmax())
+    return {
+        "stopped_by": str(df["stop"].iloc[-1]) or "unfinished",
+        "epochs": len(df),
+        "steps": int(df["steps"].iloc[-1]),
+        "best_epoch": int(df["epoch"].iloc[best]),
+        "best_steps": int(df["steps"].iloc[best]),
+        "best_val_bound": float(df["val_bound"].iloc[best]),
+        "val_k": cfg.train.val_k or cfg.K,
+        "curve": [
+            {"epoch": int(e), "steps": int(n), "val_bound": float(v)}
+            for e, n, v in zip(df["epoch"], df["steps"], df["val_bound"], strict=True)
+        ],
     }
 
 
@@ -156,6 +183,7 @@ def evaluate(
         "collapse": coll,
         "reconstruction": recon,
         "time_per_epoch": times,
+        "training": training_record(run_dir, cfg),
     }
     metrics.update(model.extra_metrics(x_test, cfg.K))
     t = time.perf_counter()

@@ -19,6 +19,12 @@ Input: the ``metrics.json`` of every run (written by :mod:`vaeinf.rundir`). Outp
     one row per (dataset, variant, K), with the base ``method``: seconds per epoch from the
     cost rule (:mod:`vaeinf.study.cost`), the study's cost axis (training logs keep their own
     epoch times as a record, ``time_per_epoch.*`` in the summary).
+``curves.csv``
+    one row per (run, epoch): the validation bound after the epoch (``val_bound``, L_K at the
+    run's ``training.val_k``), the cumulative optimizer ``steps`` and ``compute``, the steps
+    in multiples of the reference step of the cost rule (``steps`` x the (variant, K)'s
+    ``ratio``; the reference, named in ``compute_unit``, is VAE at the smallest K), a
+    machine-independent training cost; ``best`` marks the epoch of the evaluated state.
 
 Before any table is written, :func:`check_runs` refuses runs whose files disagree (a
 ``metrics.json`` without the ``model.pt`` it evaluated, older than it, or written for another
@@ -186,20 +192,59 @@ def display_order(variants: list[str] | None, labels: dict[str, str] | None) -> 
     return [(labels or {}).get(v, v) for v in variants] if variants else None
 
 
+def curve_rows(doc: dict) -> list[dict]:
+    """(run, epoch, steps, val_bound) rows of one run's metrics.json (none for a run trained
+    by a vaeinf that did not record its curve)."""
+    m = dict(doc["metrics"])
+    m.setdefault("variant", m["method"])
+    key = {k: m[k] for k in KEYS}
+    tr = m.get("training") or {}
+    return [
+        {**key, **point, "val_k": tr["val_k"], "best": point["epoch"] == tr["best_epoch"]}
+        for point in tr.get("curve") or []
+    ]
+
+
+def curve_table(paths, cost: pd.DataFrame) -> pd.DataFrame:
+    """The validation curves of every run against cumulative training compute: ``curves.csv``
+    (see the module's doc), joined with the cost rule's ``ratio`` per (dataset, variant, K)."""
+    rows = [r for p in paths for r in curve_rows(json.loads(Path(p).read_text()))]
+    columns = [*KEYS, "epoch", "steps", "compute", "compute_unit", "val_k", "val_bound", "best"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    df = pd.DataFrame(rows)
+    ratio = cost[["dataset", "variant", "K", "ratio", "reference"]].rename(
+        columns={"reference": "compute_unit"}
+    )
+    df = df.merge(ratio, on=["dataset", "variant", "K"], how="left", validate="many_to_one")
+    df["compute"] = df["steps"] * df["ratio"]
+    return df.sort_values([*GRID, "epoch"], kind="stable")[columns].reset_index(drop=True)
+
+
 def _write_csv(df: pd.DataFrame, path: str | Path) -> None:
     atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
 
 
 def write_aggregate(
-    paths, cost_paths, summary: str, bounds: str, per_dim: str, cost: str
+    paths,
+    cost_paths,
+    summary: str,
+    bounds: str,
+    per_dim: str,
+    cost: str,
+    curves: str | None = None,
 ) -> pd.DataFrame:
-    """The tidy tables of the runs' metrics.json, and the cost rule's tables of every dataset
-    in one (``cost.csv``, see :mod:`vaeinf.study.cost`). Refuses runs whose files disagree
-    (:func:`check_runs`) before writing anything."""
+    """The tidy tables of the runs' metrics.json, the cost rule's tables of every dataset
+    in one (``cost.csv``, see :mod:`vaeinf.study.cost`) and the validation curves against
+    compute (``curves.csv``). Refuses runs whose files disagree (:func:`check_runs`) before
+    writing anything."""
     check_runs(paths)
     s, b, d = collect(paths)
+    c = pd.concat([pd.read_csv(p) for p in cost_paths], ignore_index=True)
     _write_csv(s, summary)
     _write_csv(b, bounds)
     _write_csv(d, per_dim)
-    _write_csv(pd.concat([pd.read_csv(p) for p in cost_paths], ignore_index=True), cost)
+    _write_csv(c, cost)
+    if curves is not None:
+        _write_csv(curve_table(paths, c), curves)
     return s
