@@ -6,10 +6,11 @@ optimizer state, seed, epoch). A checkpoint at an epoch boundary therefore resum
 written mid-epoch (on SIGTERM) also stores the batch index and the RNG state. A run killed at any
 point and restarted ends with the same parameters as an uninterrupted run (on the CPU).
 
-Run directory (declared outputs of the workflow's train rule: ``model.pt``, ``train_log.csv``):
-``config.yaml`` (resolved config), ``checkpoint.pt`` (latest state, not a declared output, so a
-retry after preemption resumes from it), ``train_log.csv`` (one row per epoch), ``model.pt``
-(final weights, written last).
+Run directory (declared outputs of the workflow's train rule: ``model.pt``, ``train_log.csv``,
+``train_snr.json``): ``config.yaml`` (resolved config), ``checkpoint.pt`` (latest state, not a
+declared output, so a retry after preemption resumes from it), ``train_log.csv`` (one row per
+epoch), ``train_snr.json`` (the gradient's signal-to-noise ratio at the start, the middle and
+the end of training, :func:`snr_epochs`), ``model.pt`` (final weights, written last).
 """
 
 from __future__ import annotations
@@ -34,16 +35,19 @@ from vaeinf.core.bounds import iwae
 from vaeinf.core.data import Dataset, load_dataset
 from vaeinf.core.methods import Method, build_model
 from vaeinf.core.methods.base import bytes_per_row
+from vaeinf.core.snr import draws_per_chunk, fixed_minibatch, measure
 from vaeinf.errors import ConfigError, DamagedFile, DivergedObjective, NonFiniteLoss, Preempted
 from vaeinf.rundir import (
     CHECKPOINT,
     CONFIG,
     MODEL,
     TRAIN_LOG,
+    TRAIN_SNR,
     atomic_write_bytes,
     atomic_write_text,
     check_writable_dir,
     remove_temporaries,
+    write_json,
 )
 
 log = logging.getLogger("vaeinf.core.train")
@@ -237,6 +241,38 @@ def validation_bounds(model: Method, x: torch.Tensor, Ks: list[int], seed: int) 
     return out
 
 
+#: Memory budget (MB) of a training-time SNR measurement's chunks of draws.
+SNR_MEMORY_MB = 256
+
+
+def snr_epochs(epochs: int) -> dict[str, int]:
+    """When the training measures the gradient's SNR, as epochs completed: the start (0), the
+    middle (half the epochs, rounded down; left out when it is the start or the end) and the
+    end."""
+    out = {"start": 0, "middle": epochs // 2, "end": epochs}
+    if out["middle"] in (0, epochs):
+        del out["middle"]
+    return out
+
+
+def training_snr(model: Method, x: torch.Tensor, cfg: RunConfig, epoch: int) -> dict:
+    """The SNR of the training gradient at the run's K on the fixed minibatch x
+    (:func:`vaeinf.core.snr.measure`, ``train.snr_draws`` draws) after ``epoch`` epochs, with
+    its own random stream, and the seconds it took."""
+    t = time.perf_counter()
+    draws = cfg.train.snr_draws
+    chunk = draws_per_chunk(model, cfg.K, len(x), SNR_MEMORY_MB)
+    parts = measure(model, x, cfg.K, cfg.estimator, draws, epoch_seed(cfg.seed, epoch) + 11, chunk)
+    return {
+        "epoch": epoch,
+        "K": cfg.K,
+        "draws": draws,
+        "points": len(x),
+        **{part: s.record() for part, s in parts.items()},
+        "seconds": time.perf_counter() - t,
+    }
+
+
 class _StopFlag:
     """Turns SIGTERM/SIGINT into a flag the loop checks between batches."""
 
@@ -308,6 +344,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     optimizers = model.make_optimizers(cfg.train.lr, cfg.train.betas, cfg.train.eps)
     ckpt_path = run_dir / CHECKPOINT
     rows: list[dict] = []
+    snr: dict[str, dict] = {}  # stage -> record (training_snr)
     start_epoch, start_batch, rng_state, partial = 0, 0, None, (0.0, 0)
     resumed = ckpt_path.exists()
     saved = None  # (epoch, batch) of the checkpoint on disk
@@ -322,6 +359,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                 o.load_state_dict(s)
             rows, start_epoch, start_batch = ck["rows"], ck["epoch"], ck["batch"]
             rng_state, partial = ck.get("rng"), tuple(ck.get("partial", (0.0, 0)))
+            snr = dict(ck.get("snr", {}))
             saved = (start_epoch, start_batch)
         except DamagedFile:
             raise
@@ -349,10 +387,28 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     model.train()
 
     def state(epoch, batch, rng=None, partial=(0.0, 0)):
-        return {"rows": rows, "epoch": epoch, "batch": batch, "rng": rng, "partial": partial}
+        return {
+            "rows": rows,
+            "epoch": epoch,
+            "batch": batch,
+            "rng": rng,
+            "partial": partial,
+            "snr": snr,
+        }
+
+    snr_at = snr_epochs(epochs) if cfg.train.snr_draws else {}
+    snr_x = fixed_minibatch(data, cfg.train.snr_points).to(device) if snr_at else None
+
+    def measure_snr(done: int) -> None:
+        """Record each stage due after ``done`` epochs (once: a resumed run keeps its own)."""
+        for stage, epoch in snr_at.items():
+            if epoch == done and stage not in snr:
+                snr[stage] = training_snr(model, snr_x, cfg, epoch)
 
     with stop.installed():
         for epoch in range(start_epoch, epochs):
+            if start_batch == 0:  # outside the epoch's time
+                measure_snr(epoch)
             t0 = time.perf_counter()
             lr = epoch_lr(cfg, epoch)
             for g in optimizers[0].param_groups:
@@ -433,6 +489,8 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                     flush=True,
                 )
     bar.close()
+    measure_snr(epochs)
+    write_json(run_dir / TRAIN_SNR, {"stages": snr})
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     atomic_write_bytes(run_dir / MODEL, buf.getvalue())

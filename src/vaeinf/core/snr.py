@@ -1,0 +1,237 @@
+"""The signal-to-noise ratio of the training gradient, per parameter, for the encoder and the
+decoder (Rainforth et al. 2018, "Tighter Variational Bounds are Not Necessarily Better", Sec. 3,
+Eq. 5):
+
+    SNR_j = |E[g_j]| / sd(g_j),
+
+g_j the j-th coordinate of the gradient of a method's training loss
+(:meth:`vaeinf.core.methods.base.Method.training_loss`, its objective and estimator) on a fixed
+minibatch, over independent draws of the samples z ~ q(z|x). Each part
+(:meth:`Method.gradient_groups`) is summarized by the mean of SNR_j over its parameters (the
+summary of Rainforth et al.), by their median, and by the root mean square with the bias of the
+estimate under zero SNR removed (:func:`summarize`), each with a bootstrap interval over the
+draws.
+The training records it at the start, the middle and the end (:mod:`vaeinf.core.train`); the
+evaluation over a grid of K, with the slope of log SNR against log K
+(:mod:`vaeinf.evaluation.snr`).
+
+The draws are one batched computation: the gradient of each draw is ``torch.func.grad`` of the
+loss with the model's parameters as inputs, mapped over the draws by ``torch.func.vmap``
+(randomness ``"different"``: every draw its own samples), in chunks of draws sized from a memory
+budget, so memory does not grow with K. Every measurement runs in its own random stream (the
+caller's is left as it was) and in training mode, the gradient a training step would take.
+
+With R draws, the estimate of a parameter whose true SNR is 0 is about sqrt(2 / (pi R)) on
+average (|mean| of R draws over their s.d.): values near it are not resolved from zero, and a
+summary is recorded with that level (``null_level``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from vaeinf.core.data import Dataset
+from vaeinf.core.methods import Method
+from vaeinf.core.methods.base import bytes_per_row
+
+#: Bootstrap resamples of the draws behind every interval.
+BOOTSTRAP = 50
+
+#: Coverage of the intervals: the estimate ± z s.d. of its bootstrap resamples (z of the normal
+#: distribution). Not the percentiles of the resamples: near zero the estimate is biased upwards
+#: (see ``null_level``), more so in a resample, whose repeated draws count as fewer.
+LEVEL = 0.95
+
+#: Bootstrap resamples held at once (each one value per parameter).
+BOOTSTRAP_CHUNK = 50
+
+#: Seed of the fixed binarization of the minibatch (dynamically binarized data).
+BATCH_SEED = 20180704
+
+#: The summaries over a part's parameters: Rainforth et al.'s mean of SNR_j, the median, and
+#: the root of the mean of SNR_j^2 with the estimate's bias under zero SNR removed (see
+#: :func:`summarize`).
+SUMMARIES = ("mean", "median", "rms")
+
+
+def fixed_minibatch(data: Dataset, n: int) -> Tensor:
+    """The minibatch every measurement of a dataset uses: the first ``n`` points of the training
+    set's fixed random order (:meth:`Dataset.subset`), binarized once with a fixed seed when the
+    data are binarized dynamically. (n, D)."""
+    x, _ = data.subset("train", n)
+    return data.binarize(x, torch.Generator().manual_seed(BATCH_SEED))
+
+
+def null_level(draws: int) -> float:
+    """E|mean| / sd of ``draws`` draws of a gradient coordinate with mean 0: sqrt(2 / (pi R)),
+    the level an estimate reaches where the true SNR is 0."""
+    return math.sqrt(2 / (math.pi * draws))
+
+
+def gradient_draws(
+    loss_fn: Callable[[dict[str, Tensor]], Tensor],
+    params: dict[str, Tensor],
+    draws: int,
+    chunk: int | None = None,
+) -> dict[str, Tensor]:
+    """The gradient of the scalar ``loss_fn(params)`` w.r.t. each tensor of ``params`` for
+    ``draws`` independent draws of its random numbers: {name: (R, *shape)}.
+
+    One ``vmap`` of ``grad`` over the draws (``chunk`` draws at a time; None: all at once), with
+    ``randomness="different"``: every random number ``loss_fn`` draws (with ``torch.randn`` and
+    the like, not in place) differs between draws.
+    """
+    per_draw = grad(lambda p, _: loss_fn(p))
+    batched = vmap(per_draw, in_dims=(None, 0), randomness="different", chunk_size=chunk)
+    return batched(params, torch.zeros(draws))
+
+
+def _summaries(mean: Tensor, var: Tensor, draws: int) -> Tensor:
+    """The :data:`SUMMARIES` of rows of per-parameter means and variances over the draws,
+    (b, P) each -> (b, 3); parameters of zero variance are left out."""
+    ok = var > 0
+    snr = torch.where(ok, mean.abs() / var.clamp_min(1e-30).sqrt(), torch.nan)  # (b, P)
+    # E[mean^2] = mu^2 + sigma^2 / R and, for Gaussian draws, E[1 / s^2] = (R - 1) / ((R - 3)
+    # sigma^2): so (R - 3) / (R - 1) mean^2 / s^2 - 1 / R estimates SNR^2 without bias.
+    if draws > 3:
+        sq = snr * snr * (draws - 3) / (draws - 1) - 1 / draws
+        rms = sq.nanmean(1).clamp_min(0).sqrt()
+    else:
+        rms = torch.full(snr.shape[:1], torch.nan, dtype=snr.dtype)
+    return torch.stack([snr.nanmean(1), snr.nanmedian(1).values, rms], 1)
+
+
+def per_parameter(g: Tensor) -> Tensor:
+    """|mean| / s.d. over the draws of every coordinate, g (R, P) -> (P,), NaN where the s.d.
+    is 0 (a coordinate the samples do not reach)."""
+    g = g.double()
+    sd = g.std(0)
+    return torch.where(sd > 0, g.mean(0).abs() / sd, torch.nan)
+
+
+@dataclass(frozen=True)
+class PartSNR:
+    """The SNR of one part's parameters: each of :data:`SUMMARIES` over them (``values``) and
+    for each bootstrap resample of the draws (``boot``, (BOOTSTRAP, 3)), the number of
+    parameters with a defined SNR and the number of draws."""
+
+    values: np.ndarray
+    boot: np.ndarray
+    n_params: int
+    draws: int
+
+    def summary(self, name: str) -> float:
+        return float(self.values[SUMMARIES.index(name)])
+
+    def resamples(self, name: str) -> np.ndarray:
+        return self.boot[:, SUMMARIES.index(name)]
+
+    def record(self) -> dict:
+        """The metrics.json entry: each summary, its interval (``_low``, ``_high``), the number
+        of parameters and the level of an estimate where the SNR is 0."""
+        z = NormalDist().inv_cdf((1 + LEVEL) / 2)
+        out = {}
+        for i, name in enumerate(SUMMARIES):
+            value, sd = float(self.values[i]), float(np.nanstd(self.boot[:, i], ddof=1))
+            out |= {name: value, f"{name}_low": value - z * sd, f"{name}_high": value + z * sd}
+        return out | {"n_params": self.n_params, "null_level": null_level(self.draws)}
+
+
+def summarize(g: Tensor, generator: torch.Generator, n_boot: int = BOOTSTRAP) -> PartSNR:
+    """:class:`PartSNR` of the per-draw gradients g (R, P) of one part: the summaries, and the
+    same for ``n_boot`` resamples of the R draws with replacement (count-weighted means of the
+    centred draws, :data:`BOOTSTRAP_CHUNK` resamples at a time, in float32 once centred)."""
+    R = g.shape[0]
+    g = g.double()
+    mean, var = g.mean(0), g.var(0)
+    ok = var > 0
+    values = _summaries(mean[ok][None], var[ok][None], R)[0]
+    centred = (g[:, ok] - mean[ok]).float()  # (R, P')
+    mean = mean[ok].float()
+    idx = torch.randint(R, (n_boot, R), generator=generator)  # the resamples' draws
+    boot = []
+    for rows in idx.split(BOOTSTRAP_CHUNK):
+        counts = torch.zeros(len(rows), R).scatter_add_(1, rows, torch.ones(rows.shape))
+        m = counts @ centred / R  # (b, P'): a resample's mean minus the draws' mean
+        v = (counts @ (centred * centred) / R - m * m).clamp_min(0) * (R / (R - 1))
+        boot.append(_summaries(m + mean, v, R))
+    return PartSNR(
+        values=values.numpy(),
+        boot=torch.cat(boot).double().numpy(),
+        n_params=int(ok.sum()),
+        draws=R,
+    )
+
+
+class _TrainingLoss(nn.Module):
+    """The method's training loss as a module's forward, for ``functional_call``."""
+
+    def __init__(self, model: Method):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, K: int, estimator: str) -> Tensor:
+        return self.model.training_loss(x, K, estimator)[0]
+
+
+@contextlib.contextmanager
+def _measuring(model: Method, seed: int):
+    """Training mode, the eager loss (``train.compile`` off: vmap traces the loss itself), and
+    a random stream of its own from ``seed``; all restored afterwards."""
+    was_training, compiled = model.training, getattr(model, "compile_loss", False)
+    device = next(model.parameters()).device
+    model.train()
+    model.compile_loss = False
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        model.train(was_training)
+        model.compile_loss = compiled
+
+
+def draws_per_chunk(model: Method, K: int, points: int, memory_mb: float) -> int:
+    """Draws per vmap chunk so that the activations of a chunk (forward and backward, about
+    three times the forward's rows of :func:`bytes_per_row`) fit in ``memory_mb``."""
+    per_draw = 3 * bytes_per_row(model) * K * points
+    return max(1, int(memory_mb * 2**20 // per_draw))
+
+
+def measure(
+    model: Method,
+    x: Tensor,
+    K: int,
+    estimator: str,
+    draws: int,
+    seed: int,
+    chunk: int | None = None,
+) -> dict[str, PartSNR]:
+    """The SNR of the gradient of ``model.training_loss(x, K, estimator)`` over ``draws`` draws
+    of the samples, on the minibatch x (B, D_x): {part: :class:`PartSNR`} for the parts of
+    ``model.gradient_groups()``. ``chunk``: draws per vmap chunk (:func:`draws_per_chunk`;
+    None: all at once). The model needs only ``named_parameters``, ``training_loss`` and
+    ``gradient_groups`` (a :class:`Method`, or a model of known gradient moments in a test)."""
+    wrapper = _TrainingLoss(model)
+    params = {f"model.{n}": p.detach() for n, p in model.named_parameters()}
+
+    def loss_fn(p: dict[str, Tensor]) -> Tensor:
+        return functional_call(wrapper, p, (x, K, estimator))
+
+    with _measuring(model, seed):
+        g = gradient_draws(loss_fn, params, draws, chunk)
+    boot = torch.Generator().manual_seed(seed)
+    out = {}
+    for part, names in model.gradient_groups().items():
+        flat = torch.cat([g[f"model.{n}"].reshape(draws, -1) for n in names], 1).cpu()
+        out[part] = summarize(flat, boot)
+    return out
