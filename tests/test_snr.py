@@ -59,8 +59,9 @@ def test_summaries_of_known_snr():
 
 
 def test_draws_are_batched_independent_and_exact_without_randomness():
-    """gradient_draws: a loss without random numbers gives autograd's gradient in every draw; a
-    loss with them gives draws whose spread is the known one."""
+    """gradient_draws: a loss without random numbers gives autograd's gradient in every draw
+    (either way of batching, in chunks or not); a loss with them gives draws whose spread is
+    the known one."""
     w = torch.tensor([1.0, -2.0, 0.5])
     x = torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]])
 
@@ -69,8 +70,9 @@ def test_draws_are_batched_independent_and_exact_without_randomness():
 
     leaf = w.clone().requires_grad_()
     (expected,) = torch.autograd.grad(fixed({"w": leaf}), leaf)
-    g = gradient_draws(fixed, {"w": w}, 7)["w"]
-    assert g.shape == (7, 3) and torch.equal(g, expected.expand(7, 3))
+    for mode, chunk in (("batched", None), ("batched", 3), ("nested", None), ("loop", None)):
+        g = gradient_draws(fixed, {"w": w}, 7, chunk=chunk, mode=mode)["w"]
+        assert g.shape == (7, 3) and torch.equal(g, expected.expand(7, 3))
 
     # d/dw of w . eps with eps ~ N(0, I): each draw is eps itself
     torch.manual_seed(0)
@@ -78,6 +80,67 @@ def test_draws_are_batched_independent_and_exact_without_randomness():
     assert g.std(0) == pytest.approx(torch.ones(3), abs=0.05)
     assert abs(torch.corrcoef(g.T)[0, 1]) < 0.06  # coordinates independent
     assert len(set(g[:, 0].tolist())) == 4000  # every draw its own numbers
+
+
+@pytest.mark.parametrize(
+    ("method", "estimator", "options"),
+    [
+        ("iwae", "standard", {}),
+        ("iwae", "dreg", {}),
+        ("iwae", "dreg", {"objective": "miwae", "groups": 3}),
+        ("iwae", "stl", {"objective": "piwae", "groups": 2}),
+        ("flow", "standard", {}),
+    ],
+)
+def test_batched_draws_are_each_draws_own_gradient(digits, method, estimator, options):
+    """Every draw's gradient from one vmap with the gradient taken outside it (DReG without its
+    hook) equals, bit for bit up to float rounding, torch.func.grad of the training loss
+    (hooks and all) mapped over the same draws: the same random numbers, the same gradient."""
+    from torch.func import functional_call, grad, vmap
+
+    from vaeinf.config import ModelConfig, RunConfig
+    from vaeinf.core.methods import build_model
+    from vaeinf.core.snr import _TrainingLoss
+
+    cfg = RunConfig(method=method, K=6, model=ModelConfig(hidden=[16], latent=3))
+    cfg.method_options = options
+    torch.manual_seed(0)
+    model = build_model(cfg, digits.dim, digits.train_mean())
+    x = fixed_minibatch(digits, 5)
+    wrapper = _TrainingLoss(model)
+    params = {f"model.{n}": p.detach() for n, p in model.named_parameters()}
+
+    def loss_fn(p):
+        return functional_call(wrapper, p, (x, 6, estimator))
+
+    torch.manual_seed(1)
+    ours = gradient_draws(loss_fn, params, 8)
+    torch.manual_seed(1)
+    reference = vmap(grad(lambda p, _: loss_fn(p)), in_dims=(None, 0), randomness="different")(
+        params, torch.zeros(8)
+    )
+    torch.manual_seed(1)
+    nested = gradient_draws(loss_fn, params, 8, mode="nested")
+    for name in params:
+        torch.testing.assert_close(ours[name], reference[name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(nested[name], reference[name], rtol=1e-4, atol=1e-6)
+
+
+def test_a_loss_that_takes_gradients_is_measured_its_own_way(digits):
+    """SA-VAE's refinement differentiates inside the loss: its draws are torch.func.grad mapped
+    over them, which nests, or with the refinement detached (which sets requires_grad) a
+    loop."""
+    from vaeinf.config import ModelConfig, RunConfig
+    from vaeinf.core.methods import build_model
+
+    for through, mode in ((True, "nested"), (False, "loop")):
+        cfg = RunConfig(method="semi_amortized", K=3, model=ModelConfig(hidden=[16], latent=3))
+        cfg.method_options = {"steps": 2, "backprop_through_refinement": through}
+        model = build_model(cfg, digits.dim, digits.train_mean())
+        assert model.gradient_draws == mode
+        parts = measure(model, fixed_minibatch(digits, 4), 3, "dreg", draws=6, seed=0)
+        assert set(parts) == {"encoder", "decoder"}
+        assert parts["encoder"].n_params > 0 and parts["decoder"].summary("mean") > 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,10 +178,15 @@ class Toy(nn.Module):
         super().__init__()
         self.posterior, self.decoder = ToyEncoder(A, b), ToyDecoder(theta)
 
+    def log_px(self, x, z, decoder_grad=True):
+        """Every term with the decoder's parameter theta: log p(z) + log p(x|z), up to a
+        constant (the constants cancel in every gradient)."""
+        theta = self.decoder.theta if decoder_grad else self.decoder.theta.detach()
+        return -0.5 * (((z - theta) ** 2).sum(-1) + ((x - z) ** 2).sum(-1))
+
     def log_weights(self, x, K, stop_param_grad=False, decoder_grad=True):
         z, log_q = self.posterior.rsample_and_log_prob(x, K, stop_param_grad)
-        log_p = -0.5 * (((z - self.decoder.theta) ** 2).sum(-1) + ((x - z) ** 2).sum(-1))
-        return log_p - log_q, z  # the constants cancel in every gradient
+        return self.log_px(x, z, decoder_grad) - log_q, z
 
     def training_loss(self, x, K, estimator):
         return bounds.loss(self, x, K, "iwae", estimator)

@@ -26,6 +26,7 @@ rule aggregate:
         bounds="results/bounds.csv",
         per_dim="results/per_dim.csv",
         cost="results/cost.csv",
+        snr="results/snr.csv",
     log:
         "logs/aggregate.log",
     conda:

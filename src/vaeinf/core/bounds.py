@@ -8,6 +8,7 @@ split is as good as another.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -110,6 +111,25 @@ def _dreg(log_w: Tensor, z: Tensor, weights: Tensor, groups: int) -> Tensor:
     return (weights * log_w).sum(0) / groups
 
 
+#: Whether :func:`loss` runs without tensor hooks (see :func:`hook_free`).
+_HOOK_FREE = [False]
+
+
+@contextlib.contextmanager
+def hook_free():
+    """Within it, :func:`loss` computes DReG's gradient without a hook on z: by the two paths
+    of PIWAE (the decoder evaluated a second time with its parameters constant, whose
+    log-weights carry the encoder's gradient, weighted by w~^2). The same gradient at the cost
+    of a decoder pass; for ``torch.func.vmap`` over draws with the gradient taken outside it
+    (:mod:`vaeinf.core.snr`), where a hook on a batched tensor does not see its own weights."""
+    before = _HOOK_FREE[0]
+    _HOOK_FREE[0] = True
+    try:
+        yield
+    finally:
+        _HOOK_FREE[0] = before
+
+
 def loss(
     model: Method, x: Tensor, K: int, objective: str | Objective, estimator: str
 ) -> tuple[Tensor, Tensor]:
@@ -132,7 +152,7 @@ def loss(
     MIWAE(M, K / M), two gradients from one set of samples: the decoder is evaluated twice on
     the same z, once with z constant (the decoder's path, weights of L_K) and once with its
     parameters constant (the encoder's path, weights of each group), so that one backward pass
-    gives each its own gradient.
+    gives each its own gradient. DReG under :func:`hook_free` takes the same two paths.
     """
     obj = as_objective(objective)
     obj.check(K)
@@ -141,9 +161,9 @@ def loss(
             f"DReG is defined for the importance-weighted bounds ({', '.join(DREG_OBJECTIVES)}), "
             f"not {obj.name}"
         )
+    if obj.name == "piwae" or (estimator == "dreg" and _HOOK_FREE[0]):
+        return _two_paths(model, x, K, obj, estimator)
     stop = estimator in ("stl", "dreg")
-    if obj.name == "piwae":
-        return _piwae_loss(model, x, K, obj.groups, estimator)
     log_w, z = model.log_weights(x, K, stop_param_grad=stop)  # (K, B), (K, B, D)
     value = bound(log_w, obj)  # (B,)
     if estimator != "dreg":
@@ -152,21 +172,30 @@ def loss(
     return -_dreg(log_w, z, _group_weights(log_w, groups), groups).mean(), value
 
 
-def _piwae_loss(model: Method, x: Tensor, K: int, groups: int, estimator: str):
-    """PIWAE's surrogate (see :func:`loss`): the decoder's path has the gradient of L_K w.r.t.
-    the decoder only, the encoder's path that of MIWAE(groups, K / groups) w.r.t. the encoder
-    only; their values are the same log-weights."""
+def _two_paths(model: Method, x: Tensor, K: int, obj: Objective, estimator: str):
+    """The surrogate of :func:`loss` from two paths through the decoder on the same samples:
+    the decoder's (its parameters' gradient, z constant) and the encoder's (z's gradient, the
+    decoder's parameters constant), each weighted by its own objective: PIWAE's L_K and
+    MIWAE(M, K / M), or for DReG under :func:`hook_free` the objective's weights w~ and w~^2.
+    Their values are the same log-weights."""
     stop = estimator in ("stl", "dreg")
     # The encoder's path: the decoder's parameters constant.
     log_w, z = model.log_weights(x, K, stop_param_grad=stop, decoder_grad=False)  # (K, B)
     # The decoder's path: the same z, constant; the value of log_w, the decoder's gradient.
     log_px = model.log_px(x, z.detach())  # (K, B)
     log_w_dec = log_w.detach() + (log_px - log_px.detach())
-    value = iwae(log_w_dec)  # (B,) L_K
-    if estimator != "dreg":
-        return -(value + miwae(log_w, groups)).mean(), value
-    decoder = (torch.softmax(log_w.detach(), 0) * log_w_dec).sum(0)  # gradient of L_K
-    encoder = _dreg(log_w, z, _group_weights(log_w, groups), groups)
+    piwae = obj.name == "piwae"
+    enc_groups = obj.groups if obj.name in ("miwae", "piwae") else 1
+    dec_groups = 1 if piwae else enc_groups
+    value = bound(log_w_dec, "iwae" if piwae else obj)  # (B,) the decoder's bound
+    if estimator != "dreg":  # PIWAE
+        return -(value + miwae(log_w, enc_groups)).mean(), value
+    decoder = (_group_weights(log_w, dec_groups) * log_w_dec).sum(0) / dec_groups
+    w = _group_weights(log_w, enc_groups)
+    if _HOOK_FREE[0]:
+        encoder = (w * w * log_w).sum(0) / enc_groups
+    else:
+        encoder = _dreg(log_w, z, w, enc_groups)
     return -(decoder + encoder).mean(), value
 
 

@@ -15,11 +15,13 @@ The training records it at the start, the middle and the end (:mod:`vaeinf.core.
 evaluation over a grid of K, with the slope of log SNR against log K
 (:mod:`vaeinf.evaluation.snr`).
 
-The draws are one batched computation: the gradient of each draw is ``torch.func.grad`` of the
-loss with the model's parameters as inputs, mapped over the draws by ``torch.func.vmap``
-(randomness ``"different"``: every draw its own samples), in chunks of draws sized from a memory
-budget, so memory does not grow with K. Every measurement runs in its own random stream (the
-caller's is left as it was) and in training mode, the gradient a training step would take.
+The draws are one batched computation (:func:`gradient_draws`): the loss is mapped over the
+draws by ``torch.func.vmap`` (randomness ``"different"``: every draw its own samples) with a
+copy of the parameters per draw, and one backward pass gives every draw's gradient, in chunks of
+draws sized from a memory budget, so memory does not grow with K (a method whose loss takes
+gradients itself declares another way, :attr:`Method.gradient_draws`). Every
+measurement runs in its own random stream (the caller's is left as it was) and in training mode,
+the gradient a training step would take.
 
 With R draws, the estimate of a parameter whose true SNR is 0 is about sqrt(2 / (pi R)) on
 average (|mean| of R draws over their s.d.): values near it are not resolved from zero, and a
@@ -39,12 +41,14 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from vaeinf.core import bounds
 from vaeinf.core.data import Dataset
 from vaeinf.core.methods import Method
 from vaeinf.core.methods.base import bytes_per_row
 
-#: Bootstrap resamples of the draws behind every interval.
-BOOTSTRAP = 50
+#: Bootstrap resamples of the draws behind every interval (the s.d. of 32 resamples is within
+#: about 13 % of the bootstrap's own).
+BOOTSTRAP = 32
 
 #: Coverage of the intervals: the estimate ± z s.d. of its bootstrap resamples (z of the normal
 #: distribution). Not the percentiles of the resamples: near zero the estimate is biased upwards
@@ -52,7 +56,7 @@ BOOTSTRAP = 50
 LEVEL = 0.95
 
 #: Bootstrap resamples held at once (each one value per parameter).
-BOOTSTRAP_CHUNK = 50
+BOOTSTRAP_CHUNK = 32
 
 #: Seed of the fixed binarization of the minibatch (dynamically binarized data).
 BATCH_SEED = 20180704
@@ -77,22 +81,59 @@ def null_level(draws: int) -> float:
     return math.sqrt(2 / (math.pi * draws))
 
 
+#: How :func:`gradient_draws` batches the draws (:attr:`Method.gradient_draws`).
+DRAWS_MODES = ("batched", "nested", "loop")
+
+
 def gradient_draws(
     loss_fn: Callable[[dict[str, Tensor]], Tensor],
     params: dict[str, Tensor],
     draws: int,
     chunk: int | None = None,
+    mode: str = "batched",
 ) -> dict[str, Tensor]:
     """The gradient of the scalar ``loss_fn(params)`` w.r.t. each tensor of ``params`` for
     ``draws`` independent draws of its random numbers: {name: (R, *shape)}.
 
-    One ``vmap`` of ``grad`` over the draws (``chunk`` draws at a time; None: all at once), with
-    ``randomness="different"``: every random number ``loss_fn`` draws (with ``torch.randn`` and
-    the like, not in place) differs between draws.
+    ``batched``: each chunk of ``chunk`` draws (None: all) is one ``vmap`` of ``loss_fn`` over
+    the draws with ``randomness="different"`` (every random number it draws out of place,
+    ``torch.randn`` and the like, differs between draws) on a copy of the parameters per draw,
+    and one backward pass outside the vmap, whose gradient w.r.t. a draw's copy is that draw's
+    gradient (DReG without its hook, :func:`vaeinf.core.bounds.hook_free`). ``nested``: a
+    ``vmap`` of ``torch.func.grad`` of ``loss_fn``, which nests, for a loss that takes
+    gradients itself (SA-VAE's refinement; it loads ``torch._dynamo``, seconds of CPU in a
+    process that has not). ``loop``: one draw at a time, for a loss that also sets
+    ``requires_grad`` inside (SA-VAE's refinement detached from the encoder), which neither
+    batches.
     """
-    per_draw = grad(lambda p, _: loss_fn(p))
-    batched = vmap(per_draw, in_dims=(None, 0), randomness="different", chunk_size=chunk)
-    return batched(params, torch.zeros(draws))
+    chunk = 1 if mode == "loop" else chunk or draws
+    out: dict[str, list[Tensor]] = {k: [] for k in params}
+    with torch.enable_grad(), bounds.hook_free():
+        for start in range(0, draws, chunk):
+            n = min(chunk, draws - start)
+            if mode == "loop":
+                leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+                total = loss_fn(leaves)
+                grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+                for (k, v), g in zip(leaves.items(), grads, strict=True):
+                    out[k].append((torch.zeros_like(v) if g is None else g)[None])
+                continue
+            if mode == "nested":
+                f = vmap(grad(lambda p, _: loss_fn(p)), in_dims=(None, 0), randomness="different")
+                grads = f({k: v.detach() for k, v in params.items()}, torch.zeros(n))
+                for k in params:
+                    out[k].append(grads[k])
+                continue
+            copies = {
+                k: v.detach().unsqueeze(0).expand(n, *v.shape).clone().requires_grad_()
+                for k, v in params.items()
+            }
+            f = vmap(lambda p, _: loss_fn(p), in_dims=(0, 0), randomness="different")
+            total = f(copies, torch.zeros(n)).sum()
+            grads = torch.autograd.grad(total, list(copies.values()), allow_unused=True)
+            for (k, v), g in zip(copies.items(), grads, strict=True):
+                out[k].append(torch.zeros_like(v) if g is None else g)
+    return {k: torch.cat(v) for k, v in out.items()}
 
 
 def _summaries(mean: Tensor, var: Tensor, draws: int) -> Tensor:
@@ -148,15 +189,16 @@ class PartSNR:
 
 def summarize(g: Tensor, generator: torch.Generator, n_boot: int = BOOTSTRAP) -> PartSNR:
     """:class:`PartSNR` of the per-draw gradients g (R, P) of one part: the summaries, and the
-    same for ``n_boot`` resamples of the R draws with replacement (count-weighted means of the
-    centred draws, :data:`BOOTSTRAP_CHUNK` resamples at a time, in float32 once centred)."""
+    same for ``n_boot`` resamples of the R draws with replacement (count-weighted moments of
+    the centred draws, :data:`BOOTSTRAP_CHUNK` resamples at a time)."""
     R = g.shape[0]
-    g = g.double()
-    mean, var = g.mean(0), g.var(0)
+    g = g.float()
+    mean = g.mean(0)
+    centred = g - mean  # (R, P): moments of centred draws lose nothing to cancellation
+    var = (centred * centred).sum(0) / (R - 1)
     ok = var > 0
-    values = _summaries(mean[ok][None], var[ok][None], R)[0]
-    centred = (g[:, ok] - mean[ok]).float()  # (R, P')
-    mean = mean[ok].float()
+    centred, mean, var = centred[:, ok], mean[ok], var[ok]
+    values = _summaries(mean[None], var[None], R)[0]
     idx = torch.randint(R, (n_boot, R), generator=generator)  # the resamples' draws
     boot = []
     for rows in idx.split(BOOTSTRAP_CHUNK):
@@ -165,7 +207,7 @@ def summarize(g: Tensor, generator: torch.Generator, n_boot: int = BOOTSTRAP) ->
         v = (counts @ (centred * centred) / R - m * m).clamp_min(0) * (R / (R - 1))
         boot.append(_summaries(m + mean, v, R))
     return PartSNR(
-        values=values.numpy(),
+        values=values.double().numpy(),
         boot=torch.cat(boot).double().numpy(),
         n_params=int(ok.sum()),
         draws=R,
@@ -227,8 +269,9 @@ def measure(
     def loss_fn(p: dict[str, Tensor]) -> Tensor:
         return functional_call(wrapper, p, (x, K, estimator))
 
+    mode = getattr(model, "gradient_draws", "batched")
     with _measuring(model, seed):
-        g = gradient_draws(loss_fn, params, draws, chunk)
+        g = gradient_draws(loss_fn, params, draws, chunk, mode)
     boot = torch.Generator().manual_seed(seed)
     out = {}
     for part, names in model.gradient_groups().items():

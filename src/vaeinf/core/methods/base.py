@@ -256,6 +256,13 @@ class Method(nn.Module):
         loss_fn = bounds.compiled_loss() if self.compile_loss else bounds.loss
         return loss_fn(self, x, K, self.objective_spec, estimator)
 
+    @property
+    def gradient_draws(self) -> str:
+        """How the gradients of draws of :meth:`training_loss` are batched
+        (:func:`vaeinf.core.snr.gradient_draws`): ``batched`` (vmap, the gradient taken outside
+        it), or for a loss that takes gradients itself ``nested`` or ``loop``."""
+        return "batched"
+
     def gradient_groups(self) -> dict[str, list[str]]:
         """The parameters whose gradient signal-to-noise ratio is measured
         (:mod:`vaeinf.evaluation.snr`), by part: ``encoder`` (q's) and ``decoder`` (p's), each
