@@ -27,6 +27,7 @@ rule aggregate:
         per_dim="results/per_dim.csv",
         cost="results/cost.csv",
         curves="results/curves.csv",
+        snr="results/snr.csv",
     log:
         "logs/aggregate.log",
     conda:

@@ -6,10 +6,12 @@ optimizer state, seed, epoch). A checkpoint at an epoch boundary therefore resum
 written mid-epoch (on SIGTERM) also stores the batch index and the RNG state. A run killed at any
 point and restarted ends with the same parameters as an uninterrupted run (on the CPU).
 
-Run directory (declared outputs of the workflow's train rule: ``model.pt``, ``train_log.csv``):
-``config.yaml`` (resolved config), ``checkpoint.pt`` (latest state and the best one, not a
-declared output, so a retry after preemption resumes from it), ``train_log.csv`` (one row per
-epoch), ``model.pt`` (the weights of the epoch with the best validation bound, written last).
+Run directory (declared outputs of the workflow's train rule: ``model.pt``, ``train_log.csv``,
+``train_snr.json``): ``config.yaml`` (resolved config), ``checkpoint.pt`` (latest state and the
+best one, not a declared output, so a retry after preemption resumes from it),
+``train_log.csv`` (one row per epoch), ``train_snr.json`` (the gradient's signal-to-noise ratio
+at the start, the middle and the end of training, :func:`snr_epochs`), ``model.pt`` (the
+weights of the epoch with the best validation bound, written last).
 
 When a run ends (:func:`stop_reason`): at the cap of ``train.epochs`` epochs, at the budget of
 ``train.max_steps`` optimizer steps, or when its smoothed validation bound has stopped improving
@@ -41,16 +43,19 @@ from vaeinf.core.bounds import iwae
 from vaeinf.core.data import Dataset, load_dataset
 from vaeinf.core.methods import Method, build_model
 from vaeinf.core.methods.base import bytes_per_row
+from vaeinf.core.snr import draws_per_chunk, fixed_minibatch, measure
 from vaeinf.errors import ConfigError, DamagedFile, DivergedObjective, NonFiniteLoss, Preempted
 from vaeinf.rundir import (
     CHECKPOINT,
     CONFIG,
     MODEL,
     TRAIN_LOG,
+    TRAIN_SNR,
     atomic_write_bytes,
     atomic_write_text,
     check_writable_dir,
     remove_temporaries,
+    write_json,
 )
 
 log = logging.getLogger("vaeinf.core.train")
@@ -302,6 +307,38 @@ def validation_bounds(model: Method, x: torch.Tensor, Ks: list[int], seed: int) 
     return out
 
 
+#: Memory budget (MB) of a training-time SNR measurement's chunks of draws.
+SNR_MEMORY_MB = 256
+
+
+def snr_epochs(epochs: int) -> dict[str, int]:
+    """When the training measures the gradient's SNR, as epochs completed: the start (0), the
+    middle (half the epochs, rounded down; left out when it is the start or the end) and the
+    end."""
+    out = {"start": 0, "middle": epochs // 2, "end": epochs}
+    if out["middle"] in (0, epochs):
+        del out["middle"]
+    return out
+
+
+def training_snr(model: Method, x: torch.Tensor, cfg: RunConfig, epoch: int) -> dict:
+    """The SNR of the training gradient at the run's K on the fixed minibatch x
+    (:func:`vaeinf.core.snr.measure`, ``train.snr_draws`` draws) after ``epoch`` epochs, with
+    its own random stream, and the seconds it took."""
+    t = time.perf_counter()
+    draws = cfg.train.snr_draws
+    chunk = draws_per_chunk(model, cfg.K, len(x), SNR_MEMORY_MB)
+    parts = measure(model, x, cfg.K, cfg.estimator, draws, epoch_seed(cfg.seed, epoch) + 11, chunk)
+    return {
+        "epoch": epoch,
+        "K": cfg.K,
+        "draws": draws,
+        "points": len(x),
+        **{part: s.record() for part, s in parts.items()},
+        "seconds": time.perf_counter() - t,
+    }
+
+
 class _StopFlag:
     """Turns SIGTERM/SIGINT into a flag the loop checks between batches."""
 
@@ -374,6 +411,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     ckpt_path = run_dir / CHECKPOINT
     rows: list[dict] = []
     best: dict | None = None  # the state of the best validation bound so far (on the CPU)
+    snr: dict[str, dict] = {}  # stage -> record (training_snr)
     start_epoch, start_batch, rng_state, partial = 0, 0, None, (0.0, 0)
     resumed = ckpt_path.exists()
     saved = None  # (epoch, batch) of the checkpoint on disk
@@ -391,6 +429,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
             best = ck["best"]
             if rows and (best is None or set(best) != set(ck["model"])):
                 raise KeyError("best")
+            snr = dict(ck.get("snr", {}))
             saved = (start_epoch, start_batch)
         except DamagedFile:
             raise
@@ -431,12 +470,24 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
             "rng": rng,
             "partial": partial,
             "best": best,
+            "snr": snr,
         }
+
+    snr_at = snr_epochs(epochs) if cfg.train.snr_draws else {}
+    snr_x = fixed_minibatch(data, cfg.train.snr_points).to(device) if snr_at else None
+
+    def measure_snr(done: int) -> None:
+        """Record each stage due after ``done`` epochs (once: a resumed run keeps its own)."""
+        for stage, epoch in snr_at.items():
+            if epoch == done and stage not in snr:
+                snr[stage] = training_snr(model, snr_x, cfg, epoch)
 
     with stop.installed():
         for epoch in range(start_epoch, epochs):
             if finished:
                 break
+            if start_batch == 0:  # outside the epoch's time
+                measure_snr(epoch)
             t0 = time.perf_counter()
             lr = epoch_lr(cfg, epoch)
             for g in optimizers[0].param_groups:
@@ -542,6 +593,9 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
             if done:
                 break
     bar.close()
+    if snr_at and "end" not in snr:  # the end is where the training ended (the cap, or sooner)
+        snr["end"] = training_snr(model, snr_x, cfg, len(rows))
+    write_json(run_dir / TRAIN_SNR, {"stages": snr})
     buf = io.BytesIO()
     torch.save(best if best is not None else model.state_dict(), buf)
     atomic_write_bytes(run_dir / MODEL, buf.getvalue())

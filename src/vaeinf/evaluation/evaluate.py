@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import time
 from pathlib import Path
@@ -18,9 +19,10 @@ from torch import Tensor
 
 from vaeinf.config import EvalConfig, RunConfig, from_dict, merge, read_yaml, validate
 from vaeinf.core.methods import Method
+from vaeinf.core.snr import fixed_minibatch
 from vaeinf.core.train import load_trained
 from vaeinf.errors import ConfigError, DamagedFile
-from vaeinf.evaluation import ais, gaps
+from vaeinf.evaluation import ais, gaps, snr
 from vaeinf.evaluation.latent import active_units, collapse, mutual_information, posterior_means
 from vaeinf.evaluation.likelihood import bound_curve, log_likelihood, summary
 from vaeinf.rundir import (
@@ -29,6 +31,7 @@ from vaeinf.rundir import (
     GRID_KEYS,
     SAMPLES,
     TRAIN_LOG,
+    TRAIN_SNR,
     atomic_write_bytes,
     check_writable_dir,
     remove_temporaries,
@@ -108,6 +111,23 @@ def training_record(run_dir: Path, cfg: RunConfig) -> dict:
     }
 
 
+def training_snr(run_dir: Path) -> dict | None:
+    """The training's record of the gradient's SNR (``train_snr.json``: stage -> record), or
+    None for a run trained without one; a damaged file is a DamagedFile (checked before any
+    evaluation)."""
+    path = run_dir / TRAIN_SNR
+    if not path.exists():
+        return None
+    todo = f"rerun `vaeinf train --out {run_dir} --config {run_dir / CONFIG}` to rewrite it"
+    try:
+        stages = json.loads(path.read_text())["stages"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise DamagedFile(f"'{path}' is damaged ({str(e).strip()[:120]}); {todo}") from None
+    if not isinstance(stages, dict):
+        raise DamagedFile(f"'{path}' holds no stages; {todo}")
+    return stages
+
+
 def eval_settings(run_dir: Path, base: RunConfig, settings: dict | None) -> RunConfig:
     """``base`` with the evaluation settings to use: the defaults, then those the run was
     trained with (``eval.yaml``, or an older ``config.yaml``'s), then ``settings`` (a mapping of
@@ -137,6 +157,7 @@ def evaluate(
     cfg, data, model = load_trained(run_dir)
     cfg = eval_settings(run_dir, cfg, settings)
     times = epoch_times(run_dir)
+    trained_snr = training_snr(run_dir)
     check_writable_dir(run_dir, "run directory")
     remove_temporaries(run_dir)
     ev = cfg.eval
@@ -186,6 +207,14 @@ def evaluate(
         "training": training_record(run_dir, cfg),
     }
     metrics.update(model.extra_metrics(x_test, cfg.K))
+    t = time.perf_counter()
+    if ev.snr_draws or trained_snr:
+        x_snr = fixed_minibatch(data, ev.snr_points).to(device)
+        metrics["snr"] = snr.metrics(
+            model, x_snr, ev.snr_ks if ev.snr_draws else [], cfg.estimator, ev.snr_draws,
+            cfg.seed + 2_000_000, memory_mb, trained_snr,
+        )  # fmt: skip
+    wall["snr"] = time.perf_counter() - t
     t = time.perf_counter()
     metrics.update(ais_and_gaps(model, x_test, ev, memory_mb))
     wall["ais_and_gaps"] = time.perf_counter() - t

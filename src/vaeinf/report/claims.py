@@ -472,6 +472,88 @@ def cost_versus(cost: pd.DataFrame, pairs: dict[str, tuple[str, str, str, int]])
     return Claim(", and ".join(parts) + ", each against its base at the same K", basis)
 
 
+# ---------------------------------------------------------------------------------------------
+# Slopes (one fitted value per run: the gradient SNR's log-log slope against K)
+
+
+@dataclass(frozen=True)
+class Slope:
+    """A fitted slope over seeds: the mean of the runs' slopes and its (1 - ALPHA) interval, the
+    t-interval over seeds (n > 1) or, for one seed, the run's own interval (bootstrap over the
+    gradient's draws, :mod:`vaeinf.evaluation.snr`)."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+    basis: str
+
+    @property
+    def resolved(self) -> bool:
+        """The interval excludes 0."""
+        return bool(self.low > 0 or self.high < 0)
+
+    def text(self, digits: int = 2) -> str:
+        def num(x: float) -> str:
+            return f"{x:+.{digits}f}".replace("-", "−")
+
+        level = f"{100 * (1 - ALPHA):g} %"
+        return f"{num(self.value)}, {level} interval {num(self.low)} to {num(self.high)}"
+
+
+def slope(df: pd.DataFrame, column: str, where: dict, label: str | None = None) -> Slope | None:
+    """The :class:`Slope` of ``column`` (per-run slopes; ``column`` with ``.value`` replaced by
+    ``.low`` and ``.high`` holds a run's own interval) over the seeds of the runs matching
+    ``where``; None when no run has one."""
+    est = over_seeds(df, column, where, label)
+    if est.n == 0:
+        return None
+    if est.n > 1:
+        half = t_quantile(est.n) * est.se
+        low, high = est.mean - half, est.mean + half
+        rule = f"mean ± t({1 - ALPHA / 2:g}, {est.n - 1}) · s.e. over seeds"
+    else:
+        d = _select(df, where)
+        low = float(pd.to_numeric(d[column.replace(".value", ".low")]).iloc[0])
+        high = float(pd.to_numeric(d[column.replace(".value", ".high")]).iloc[0])
+        rule = "one seed: the run's bootstrap interval over the gradient's draws"
+    basis = f"{est.basis()}; interval [{low:+.4g}, {high:+.4g}] ({rule})"
+    return Slope(est.mean, low, high, est.n, basis)
+
+
+def trend(slopes: dict[str, Slope], words: Words) -> Claim:
+    """Slopes of several members grouped by their decision (the interval above 0, below 0, or
+    around it): ``"falls with K for IWAE (−0.42, 95 % interval −0.55 to −0.29); rises with K
+    for IWAE (DReG) (+0.20, ...), over 3 seeds"``. The caller puts the subject in front."""
+    slopes = {k: s for k, s in slopes.items() if s is not None}
+    if not slopes:
+        return Claim("cannot be fitted: no run measured it at two or more K", "no slopes")
+    basis = "; ".join(f"{k}: {s.basis}" for k, s in slopes.items())
+    groups = [
+        (words.down, {k: s for k, s in slopes.items() if s.resolved and s.value < 0}),
+        (words.up, {k: s for k, s in slopes.items() if s.resolved and s.value > 0}),
+        (words.null, {k: s for k, s in slopes.items() if not s.resolved}),
+    ]
+    parts = [
+        f"{verb} for {join(f'{k} ({s.text(words.digits)})' for k, s in group.items())}"
+        for verb, group in groups
+        if group
+    ]
+    text = ", and ".join(parts) if len(parts) < 3 else "; ".join(parts[:-1]) + "; and " + parts[-1]
+    n = min(s.n for s in slopes.values())
+    seeds = f"{n} seed{'s' if n != 1 else ''}"
+    return Claim(f"{text} ({'over ' + seeds if n > 1 else seeds})", basis)
+
+
+#: How a slope of the gradient's SNR against K reads.
+SNR_SLOPE = Words(
+    up="rises with K",
+    down="falls with K",
+    null="has no slope resolved from zero",
+    unit="",
+)
+
+
 def rule_text(n_seeds: int) -> str:
     """The decision rule in words, for the paper."""
     if n_seeds < 2:

@@ -10,7 +10,8 @@ Input: the ``metrics.json`` of every run (written by :mod:`vaeinf.rundir`). Outp
     such as ``config.model.hidden`` as compact JSON, ``method_options`` flattened to
     ``config.method_options.NAME``) and the provenance under ``provenance.``; and
     the columns derived from the long tables: ``latent``, ``test_LK`` and ``bound_gap``, and
-    ``path``. A scalar the evaluator adds appears as a column with no change here.
+    ``path``, and ``objective`` (the run's, from its method options or its method). A scalar
+    the evaluator adds appears as a column with no change here.
 ``bounds.csv``
     one row per (run, split, evaluation K): the L_K curve.
 ``per_dim.csv``
@@ -25,6 +26,13 @@ Input: the ``metrics.json`` of every run (written by :mod:`vaeinf.rundir`). Outp
     in multiples of the reference step of the cost rule (``steps`` x the (variant, K)'s
     ``ratio``; the reference, named in ``compute_unit``, is VAE at the smallest K), a
     machine-independent training cost; ``best`` marks the epoch of the evaluated state.
+``snr.csv``
+    one row per (run, stage, K, part): the gradient's signal-to-noise ratio
+    (:mod:`vaeinf.evaluation.snr`) of the encoder or the decoder, each summary with its
+    interval; ``stage`` is ``start``, ``middle`` or ``end`` of training (at the training K) or
+    ``trained`` (the trained model at each K of the evaluation's grid, ``eval_K``). The fitted
+    slopes and the training's values are summary columns too (``snr.slope.*``,
+    ``snr.training.*``).
 
 Before any table is written, :func:`check_runs` refuses runs whose files disagree (a
 ``metrics.json`` without the ``model.pt`` it evaluated, older than it, or written for another
@@ -94,6 +102,7 @@ def run_rows(doc: dict, path: str = "") -> tuple[dict, list[dict], list[dict]]:
     )
     row = {
         **key,
+        "objective": objective(doc),
         "latent": len(kl) or len(au.get("variance", [])),
         "test_LK": l_k,
         "bound_gap": l_top - l_k,
@@ -110,6 +119,45 @@ def run_rows(doc: dict, path: str = "") -> tuple[dict, list[dict], list[dict]]:
         for i, (k, v) in enumerate(zip(kl, var, strict=False))
     ]
     return row, bounds, per_dim
+
+
+#: The stage of the trained model's grid in snr.csv (the training's are start, middle, end).
+TRAINED = "trained"
+
+#: The columns snr.csv always has (a study without SNR measurements writes them alone).
+SNR_COLUMNS = [*KEYS, "estimator", "objective", "stage", "epoch", "eval_K", "part"] + [
+    f"{name}{end}" for name in ("mean", "median", "rms") for end in ("", "_low", "_high")
+]
+
+
+def objective(doc: dict) -> str:
+    """The objective a run trained: its method option, else its method's default."""
+    from vaeinf.names import DEFAULT_OBJECTIVES
+
+    options = (doc.get("config") or {}).get("method_options") or {}
+    method = doc["metrics"]["method"]
+    return options.get("objective") or DEFAULT_OBJECTIVES.get(method, "")
+
+
+def snr_rows(doc: dict) -> list[dict]:
+    """The rows of snr.csv of one run's metrics.json document (none without an ``snr`` block)."""
+    m = dict(doc["metrics"])
+    m.setdefault("variant", m["method"])
+    key = {k: m[k] for k in KEYS}
+    block = m.get("snr") or {}
+    records = [
+        (stage, r.get("epoch"), r.get("K", m["K"]), r)
+        for stage, r in (block.get("training") or {}).items()
+    ]
+    epochs = (m.get("time_per_epoch") or {}).get("epochs")
+    records += [(TRAINED, epochs, r["K"], r) for r in block.get("grid") or []]
+    named = {**key, "estimator": m.get("estimator"), "objective": objective(doc)}
+    return [
+        {**named, "stage": stage, "epoch": epoch, "eval_K": K, "part": part, **values}
+        for stage, epoch, K, r in records
+        for part, values in r.items()
+        if isinstance(values, dict)
+    ]
 
 
 def _num(v) -> float:
@@ -225,6 +273,13 @@ def _write_csv(df: pd.DataFrame, path: str | Path) -> None:
     atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
 
 
+def collect_snr(paths: list[str | Path]) -> pd.DataFrame:
+    """snr.csv's rows of every metrics.json, sorted by the grid, the stage and the K."""
+    rows = [r for p in paths for r in snr_rows(json.loads(Path(p).read_text()))]
+    df = pd.DataFrame(rows, columns=list(dict.fromkeys(SNR_COLUMNS + [k for r in rows for k in r])))
+    return df.sort_values([*GRID, "eval_K"], kind="stable").reset_index(drop=True)
+
+
 def write_aggregate(
     paths,
     cost_paths,
@@ -233,11 +288,12 @@ def write_aggregate(
     per_dim: str,
     cost: str,
     curves: str | None = None,
+    snr: str | None = None,
 ) -> pd.DataFrame:
     """The tidy tables of the runs' metrics.json, the cost rule's tables of every dataset
-    in one (``cost.csv``, see :mod:`vaeinf.study.cost`) and the validation curves against
-    compute (``curves.csv``). Refuses runs whose files disagree (:func:`check_runs`) before
-    writing anything."""
+    in one (``cost.csv``, see :mod:`vaeinf.study.cost`), the validation curves against
+    compute (``curves.csv``) and the gradient's SNR (``snr.csv``). Refuses runs whose files
+    disagree (:func:`check_runs`) before writing anything."""
     check_runs(paths)
     s, b, d = collect(paths)
     c = pd.concat([pd.read_csv(p) for p in cost_paths], ignore_index=True)
@@ -247,4 +303,6 @@ def write_aggregate(
     _write_csv(c, cost)
     if curves is not None:
         _write_csv(curve_table(paths, c), curves)
+    if snr is not None:
+        _write_csv(collect_snr(paths), snr)
     return s

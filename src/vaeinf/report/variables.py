@@ -32,6 +32,13 @@ APPROX_GAP = "gaps.own_family.approximation_gap.mean"
 AMORT_GAP = "gaps.own_family.amortization_gap.mean"
 EPOCH_S = "epoch_s_fastest"
 TEST_LK = "test_LK"
+#: The gradient's SNR (vaeinf.evaluation.snr): the fitted slope of log SNR against log K of the
+#: trained model, and the SNR at the training K at the start and the end of training; each the
+#: bias-corrected root mean square over the part's parameters (see vaeinf.core.snr).
+SNR_SLOPE = "snr.slope.{part}.rms.value"
+SNR_AT = "snr.training.{stage}.{part}.rms"
+#: Objectives compared with IWAE at the same samples (vaeinf.names.OBJECTIVES).
+OTHER_OBJECTIVES = ("miwae", "ciwae", "piwae")
 
 
 def _fmt(x: float, digits: int = 2) -> str:
@@ -270,6 +277,159 @@ def _compute_claims(
     return text, basis
 
 
+def _objective(df: pd.DataFrame) -> pd.Series:
+    """Each run's objective: the summary's ``objective`` column, else its method's default."""
+    from vaeinf.names import DEFAULT_OBJECTIVES
+
+    default = df["method"].map(lambda m: DEFAULT_OBJECTIVES.get(m, ""))
+    return df["objective"].fillna(default) if "objective" in df else default
+
+
+def snr_variants(df: pd.DataFrame) -> dict[str, int]:
+    """The variants of the SNR-vs-K figure and its claims, each at its largest training K:
+    method vae, and method iwae trained on L_K (every estimator). variant -> K."""
+    obj = _objective(df)
+    d = df[(df["method"] == "vae") | ((df["method"] == "iwae") & (obj == "iwae"))]
+    return {v: int(k) for v, k in d.groupby("variant", sort=False)["K"].max().items()}
+
+
+def iwae_reference(df: pd.DataFrame, dataset: str, K: int, estimator: str) -> str | None:
+    """The variant that trains IWAE on L_K with ``estimator`` at K (the method itself when it
+    does), the reference of an objective at the same samples; None when the study has none."""
+    obj = _objective(df)
+    est = df["estimator"] if "estimator" in df else pd.Series("standard", index=df.index)
+    d = df[
+        (df["dataset"] == dataset)
+        & (df["K"] == K)
+        & (df["method"] == "iwae")
+        & (obj == "iwae")
+        & (est == estimator)
+    ]
+    names = list(dict.fromkeys(d["variant"]))
+    return "iwae" if "iwae" in names else (names[0] if names else None)
+
+
+def _tighter_bounds_claims(df: pd.DataFrame, labels: dict) -> tuple[dict, dict]:
+    """(claim, basis) of the section "Are tighter bounds better?": the fitted slopes of the
+    encoder's and the decoder's gradient SNR against K (each variant of :func:`snr_variants`,
+    over seeds), the change of the encoder's SNR from the start to the end of training, and
+    each objective of :data:`OTHER_OBJECTIVES` against IWAE at the same samples (test NLL,
+    the bound, the encoder's and the decoder's SNR at the end of training; paired over seeds)."""
+    na = claims.Claim("n/a (not measured in this study)", "no values in summary.csv")
+    shown = snr_variants(df)
+
+    def name(v: str) -> str:
+        return labels.get(v, v)
+
+    claim: dict = {}
+    for part in ("encoder", "decoder"):
+        column = SNR_SLOPE.format(part=part)
+        if column not in df or df[column].notna().sum() == 0:
+            claim[f"{part}_slope"] = na
+            continue
+        claim[f"{part}_slope"] = claims.trend(
+            {
+                name(v): claims.slope(
+                    df, column, {"variant": v, "K": K}, f"{part} SNR slope of {v}, K = {K}"
+                )
+                for v, K in shown.items()
+            },
+            claims.SNR_SLOPE,
+        )
+    start, end = (SNR_AT.format(stage=s, part="encoder") for s in ("start", "end"))
+    if start in df and end in df and df[end].notna().any():
+        d = df.assign(snr_change=df[end] - df[start])
+        claim["training"] = claims.grouped(
+            {
+                f"{name(v)} (K = {K})": claims.over_seeds(
+                    d, "snr_change", {"variant": v, "K": K}, f"encoder SNR end − start, {v}"
+                )
+                for v, K in shown.items()
+            },
+            claims.Words("rises", "falls", unit="", digits=2),
+        )
+    else:
+        claim["training"] = na
+
+    obj = _objective(df)
+    est = df["estimator"] if "estimator" in df else pd.Series("standard", index=df.index)
+    others = df.assign(estimator=est)[obj.isin(OTHER_OBJECTIVES)]
+    others = others[["dataset", "variant", "K", "estimator"]]
+    pairs = {}
+    for dataset, v, K, est in others.drop_duplicates().itertuples(index=False):
+        ref = iwae_reference(df, dataset, int(K), est)
+        if ref is not None:
+            pairs[f"{name(v)} (against {name(ref)} at K = {int(K)})"] = (dataset, v, ref, int(K))
+
+    def versus(column: str, what: str) -> dict:
+        return {
+            key: claims.paired(
+                df,
+                column,
+                {"dataset": d, "variant": ref, "K": K},
+                {"dataset": d, "variant": v, "K": K},
+                f"{what} of {v} − {ref}, K = {K}",
+            )
+            for key, (d, v, ref, K) in pairs.items()
+        }
+
+    no_pair = claims.Claim(
+        "n/a (no objective of Rainforth et al. beside IWAE at the same samples)", "no pairs"
+    )
+    snr_words = claims.Words(
+        up="is higher",
+        down="is lower",
+        null="does not differ beyond seed-to-seed spread",
+        same="is the same in every seed",
+        unit="",
+    )
+    claim["objectives"] = {
+        "nll": claims.grouped(versus(NLL, "test NLL"), claims.NLL) if pairs else no_pair,
+        "bound": claims.grouped(versus(TEST_LK, "test L_K"), claims.Words("rises", "falls"))
+        if pairs
+        else no_pair,
+    }
+    for part in ("encoder", "decoder"):
+        column = SNR_AT.format(stage="end", part=part)
+        has = pairs and column in df and df[column].notna().any()
+        claim["objectives"][f"{part}_snr"] = (
+            claims.grouped(versus(column, f"{part} SNR at the end of training"), snr_words)
+            if has
+            else no_pair
+        )
+
+    def split(tree: dict) -> tuple[dict, dict]:
+        text, basis = {}, {}
+        for k, v in tree.items():
+            if isinstance(v, dict):
+                text[k], basis[k] = split(v)
+            else:
+                text[k], basis[k] = v.text, v.basis
+        return text, basis
+
+    return split(claim)
+
+
+def _snr_settings(df: pd.DataFrame) -> dict:
+    """The SNR measurement's settings as the paper states them ("n/a" where not measured)."""
+    import json
+
+    ks = _first(df, "config.eval.snr_ks")
+    try:
+        ks = join(json.loads(ks)) if isinstance(ks, str) else "n/a"
+    except ValueError:
+        ks = "n/a"
+    draws = _first(df, "snr.settings.draws")
+    return {
+        "draws": draws,
+        "points": _first(df, "snr.settings.points"),
+        "ks": ks,
+        "train_draws": _first(df, "snr.training.end.draws"),
+        "train_points": _first(df, "snr.training.end.points"),
+        "null_level": _fmt(math.sqrt(2 / (math.pi * draws))) if isinstance(draws, int) else "n/a",
+    }
+
+
 def paper_variables(
     summary: pd.DataFrame,
     config: dict,
@@ -338,7 +498,10 @@ def paper_variables(
     claim["ablations"], basis["ablations"] = _ablation_claims(every, c_every, labels)
     c_curves = curves[curves["dataset"] == primary] if curves is not None else None
     claim["compute"], basis["compute"] = _compute_claims(df, c_curves, methods, labels)
+    claim["tighter"], basis["tighter"] = _tighter_bounds_claims(every, labels)
     named = list(config.get("variants") or {})
+    trained = dict(zip(every["variant"], _objective(every), strict=True))
+    objectives = [v for v in named if trained.get(v) in OTHER_OBJECTIVES]
 
     # AIS, BDMC and the gap split: settings and the extremes across the grid.
     has_ais = AIS_LOGP in df and df[AIS_LOGP].notna().any()
@@ -376,6 +539,8 @@ def paper_variables(
             "n_grid_runs": sum(r.variant == r.method for r in runs(config)),
             "n_ablations": len(named),
             "ablations": join(labels[v] for v in named) if named else "none",
+            "objectives": join(labels[v] for v in objectives) if objectives else "none",
+            "n_objectives": len(objectives),
             "nll_k": nll_k,
             "test_points": _first(df, TEST_POINTS),
             "spread": sd,
@@ -392,6 +557,7 @@ def paper_variables(
             "active_max": _fmt(float(np.nanmax(au)) if au else math.nan, 1),
         },
         "ais": ais,
+        "snr": _snr_settings(every),
         "claim": claim,
         "basis": basis,
     }

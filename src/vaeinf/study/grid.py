@@ -21,12 +21,12 @@ Study config (``config/config.yaml``; schema in ``workflow/schemas/config.schema
 
 The variants of a study are its ``methods`` (each named by itself) and then the keys of
 ``variants``; a method runs at its ``method_Ks`` (default all of the study's Ks), a variant of
-``variants`` at its ``Ks`` (a subset of the study's; default all of them). A run's config is
-``run`` <- ``dataset_overrides[dataset]`` <-
+``variants`` at its ``Ks`` (default: the study's; a K of its own too, e.g. IWAE at the samples
+of another objective). A run's config is ``run`` <- ``dataset_overrides[dataset]`` <-
 ``method_overrides[method]`` <- the variant's overrides <- ``{dataset, method, variant, K,
-seed}``, and its ``eval.ks`` always contains every K of the grid (so the bound at the training K
-is measured for every run). ``variant`` is null for a method itself, so its runs are the runs of
-a study without variants.
+seed}``, and its ``eval.ks`` always contains every K of the grid and of the variant (so the
+bound at the training K is measured for every run). ``variant`` is null for a method itself, so
+its runs are the runs of a study without variants.
 """
 
 from __future__ import annotations
@@ -126,10 +126,8 @@ def runs(config: dict) -> list[Run]:
     table = variants(config)
     return [
         Run(d, v, int(k), int(s), table[v]["method"])
-        for d, v, k, s in itertools.product(
-            config["datasets"], table, config["Ks"], config["seeds"]
-        )
-        if int(k) in table[v]["Ks"]
+        for d, v in itertools.product(config["datasets"], table)
+        for k, s in itertools.product(table[v]["Ks"], config["seeds"])
     ]
 
 
@@ -141,7 +139,7 @@ def run_overrides(config: dict, dataset: str, variant: str, K: int, seed: int) -
     cfg = merge(cfg, (config.get("method_overrides") or {}).get(method, {}))
     cfg = merge(cfg, spec["overrides"])
     ks = set((cfg.get("eval") or {}).get("ks") or RunConfig().eval.ks) | {
-        int(k) for k in config.get("Ks", [])
+        int(k) for k in [*config.get("Ks", []), *spec["Ks"]]
     }
     cfg = merge(cfg, {"eval": {"ks": sorted(ks)}})
     cfg.update(
@@ -332,9 +330,14 @@ def check_variants(config: dict, source: str = "the study config") -> None:
             )
         ks = spec.get("Ks")
         if ks is not None:
-            if not isinstance(ks, list) or not ks or not set(ks) <= set(config["Ks"]):
+            if (
+                not isinstance(ks, list)
+                or not ks
+                or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks)
+            ):
                 raise StudyError(
-                    f"{where}: key 'Ks': {ks!r}; must list some of the study's Ks {config['Ks']}"
+                    f"{where}: key 'Ks': {ks!r}; must list integers >= 1 (some of the study's "
+                    f"Ks {config['Ks']}, or Ks of its own)"
                 )
             if len(set(ks)) != len(ks):
                 raise StudyError(f"{where}: key 'Ks' lists a value twice: {ks}")

@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 
 from vaeinf.config import RunConfig
-from vaeinf.rundir import CHECKPOINT, CONFIG, METRICS, MODEL, SAMPLES, TRAIN_LOG
+from vaeinf.rundir import CHECKPOINT, CONFIG, METRICS, MODEL, SAMPLES, TRAIN_LOG, TRAIN_SNR
 from vaeinf.study import jobserver
 from vaeinf.study.grid import (
     data_dir,
@@ -165,7 +165,7 @@ def train_job(
             # No output of an unfinished job stays behind (Snakemake keeps them when it is
             # interrupted itself, and would then ask for --rerun-incomplete): a plain rerun
             # trains the run again, resuming from the checkpoint, which stays.
-            for p in (Path(run_dir) / name for name in (TRAIN_LOG, MODEL)):
+            for p in (Path(run_dir) / name for name in (TRAIN_LOG, TRAIN_SNR, MODEL)):
                 if p.exists():
                     print(f"# the training did not finish: removing {p}", flush=True)
                     p.unlink()

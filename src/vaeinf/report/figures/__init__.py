@@ -26,6 +26,7 @@ from vaeinf.report.figures import (
     nll_vs_k,
     prior_samples,
     reconstructions,
+    snr_vs_k,
     style,
 )
 from vaeinf.report.tidy import display_order, labelled
@@ -38,6 +39,7 @@ _MODULES = (
     kl_per_dim,
     bound_gap,
     gaps,
+    snr_vs_k,
     reconstructions,
     prior_samples,
 )
@@ -46,12 +48,13 @@ _MODULES = (
 FIGURES: dict[str, Callable] = {m.__name__.rsplit(".", 1)[-1]: m.draw for m in _MODULES}
 
 #: figure name -> what it is drawn from, in the order of its arguments: tables of the
-#: aggregate rule ("summary", "per_dim", "cost", "curves") or the runs' image arrays ("samples")
+#: aggregate rule ("summary", "per_dim", "cost", "curves", "snr") or the runs' image arrays
+#: ("samples")
 INPUTS: dict[str, tuple[str, ...]] = {m.__name__.rsplit(".", 1)[-1]: m.INPUT for m in _MODULES}
 
 
 def draw(name: str, inputs: dict, variants=None, labels=None, n_images: int = 8):
-    """Draw figure ``name`` from ``inputs`` ({"summary"|"per_dim"|"cost": csv, "samples":
+    """Draw figure ``name`` from ``inputs`` ({"summary"|"per_dim"|"cost"|"snr": csv, "samples":
     [npz]}): a series (or panel, or strip) per variant in the order of ``variants``, named by
     ``labels`` (variant -> display name; see :func:`vaeinf.report.tidy.labelled`)."""
     order = display_order(variants, labels)
