@@ -26,6 +26,7 @@ rule aggregate:
         bounds="results/bounds.csv",
         per_dim="results/per_dim.csv",
         cost="results/cost.csv",
+        per_point="results/per_point.csv",
     log:
         "logs/aggregate.log",
     conda:
@@ -83,7 +84,8 @@ rule variables:
     input:
         summary=rules.aggregate.output.summary,
         cost=rules.aggregate.output.cost,
-        code=library("report.variables", "report.claims", "report.text"),
+        per_point=rules.aggregate.output.per_point,
+        code=library("report.variables", "report.claims", "report.text", "report.tidy"),
     output:
         variables="paper/_variables.yml",
     log:

@@ -6,4 +6,10 @@ from vaeinf.study.jobs import job_log
 
 smk = snakemake  # noqa: F821
 with job_log(smk):
-    write_variables(smk.input.summary, dict(smk.params.study), smk.output.variables, smk.input.cost)
+    write_variables(
+        smk.input.summary,
+        dict(smk.params.study),
+        smk.output.variables,
+        smk.input.cost,
+        smk.input.per_point,
+    )
