@@ -305,8 +305,16 @@ def test_test_set_variance_enters_the_standard_error():
             rows.append({"dataset": "digits", "variant": m, "method": m, "K": 1, "seed": s,
                          NLL: float(-values.mean())})  # fmt: skip
             long += [
-                {"dataset": "digits", "variant": m, "method": m, "K": 1, "seed": s,
-                 "quantity": "log_px_is", "point": i, "value": float(v)}  # fmt: skip
+                {
+                    "dataset": "digits",
+                    "variant": m,
+                    "method": m,
+                    "K": 1,
+                    "seed": s,
+                    "quantity": "log_px_is",
+                    "point": i,
+                    "value": float(v),
+                }  # fmt: skip
                 for i, v in enumerate(values)
             ]
     df, per_point = pd.DataFrame(rows), pd.DataFrame(long)
@@ -320,3 +328,26 @@ def test_test_set_variance_enters_the_standard_error():
     # Without the per-point values, no test-set part: a zero standard error.
     bare = claims.paired(df, NLL, {"method": "vae", "K": 1}, {"method": "iwae", "K": 1})
     assert bare.point_var == 0 and bare.se == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_claim_says_where_is_and_ais_rank_the_methods_differently():
+    """At K = 5, IS on the AIS points puts iwae above vae and AIS puts vae above iwae: the claim
+    names the swap with the paired difference under each; at K = 1 they agree."""
+    from vaeinf.report.variables import AIS_LOGP, IS_SAME, rank_agreement
+
+    noise = {0: 0.01, 1: -0.02, 2: 0.015}
+    df = runs(
+        lambda m, k, s: 30.0,
+        **{
+            IS_SAME: lambda m, k, s: -29.0 + (0.2 if m == "iwae" else 0.0) + noise[s],
+            AIS_LOGP: lambda m, k, s: (
+                -29.0
+                + (0.2 if m == "iwae" else 0.0) * (k == 1)
+                + (0.1 if m == "vae" and k == 5 else 0.0)
+                + noise[s] * (m == "vae")
+            ),
+        },
+    )
+    text = rank_agreement(df, ["vae", "iwae"], [1, 5]).text
+    assert text.startswith("order the methods alike at K = 1; at K = 5 swap iwae and vae (")
+    assert "IS puts iwae higher by +0.20" in text and "AIS by −0.1" in text

@@ -536,6 +536,7 @@ def paper_variables(
         "qstar_steps": _first(df, "gaps.settings.max_steps"),
         "elbo_samples": _first(df, "gaps.settings.elbo_samples"),
         "pilot_fraction": _first(df, "ais.settings.pilot_fraction"),
+        "pilot_chains": _first(df, "ais.settings.pilot_chains"),
         "ais_minus_is_min": _fmt(looseness.min()) if len(looseness) else "n/a",
         "ais_minus_is_max": _fmt(looseness.max()) if len(looseness) else "n/a",
         # Over the runs: how far apart IS and AIS are on the same points, and the BDMC gap.
