@@ -14,7 +14,8 @@
 #
 # {variant} is a method (each of `methods` is a variant of itself) or a named ablation of
 # `variants` (a base method with run config overrides; vaeinf.study.grid).
-#   results/summary.csv, bounds.csv, per_dim.csv, snr.csv  every run's metrics, tidy (rule aggregate)
+#   results/summary.csv, bounds.csv, per_dim.csv, per_point.csv, curves.csv, snr.csv
+#                                                 every run's metrics, tidy (rule aggregate)
 #   paper/_generated/{tables,figures}/, paper/_generated/setup.md, paper/_variables.yml
 #   paper/_output/index.{html,pdf}                the rendered paper (rule paper, needs Quarto)
 #   paper/_output/preview.{html,pdf}              without Quarto: a preview (rule preview)

@@ -49,6 +49,7 @@ TINY = {
     "eval.memory_mb": "16",
     "eval.moment_samples": "10",
     "eval.mi_points": "40",
+    "eval.ais_steps": "10",
     "eval.n_images": "4",
     "eval.n_prior_samples": "4",
 }
@@ -259,6 +260,10 @@ def test_set_with_an_empty_key_part(tmp_path, capsys):
         ("eval.n_images=-3", "'eval.n_images': -3 is out of range"),
         ("eval.memory_mb=0", "'eval.memory_mb': 0 is out of range"),
         ("eval.active_threshold=-.inf", "'eval.active_threshold'"),
+        (
+            "eval.collapse_threshold=0.01",
+            "'eval.collapse_threshold': 0.01 is out of range; must be <= eval.active_threshold / 2",
+        ),
         (
             "eval.nll_k=10000000000",
             "'eval.nll_k': 10000000000 is out of range; must be >= 1 and <= 1000000000",

@@ -49,7 +49,7 @@ def test_a_difference_within_the_spread_is_not_given_a_direction():
     est = claims.paired(df, NLL, {"method": "vae", "K": 1}, {"method": "vae", "K": 5})
     assert stats.ttest_1samp(est.values, 0.0).pvalue > claims.ALPHA and not est.resolved
     text = claims.change(est, "the test NLL of vae", claims.NLL).text
-    assert text.startswith("the test NLL of vae does not change beyond seed-to-seed spread (")
+    assert text.startswith("the test NLL of vae does not change beyond its uncertainty (")
     assert "improves" not in text and "3 seeds, paired" in text
 
 
@@ -82,7 +82,7 @@ def test_grouped_changes_name_each_method_under_its_verdict():
     }
     text = claims.grouped(ests, claims.NLL).text
     assert text.startswith("improves for iwae (by 0.997 ± 0.009 nats)")
-    assert ", and does not change beyond seed-to-seed spread for vae (" in text
+    assert ", and does not change beyond its uncertainty for vae (" in text
     assert text.endswith("paired over 3 seeds")
 
 
@@ -159,10 +159,16 @@ def summary_with_gaps(seeds=(0, 1, 2)) -> pd.DataFrame:
             "ais.acceptance": lambda m, k, s: 0.9,
             "ais.settings.steps": lambda m, k, s: np.int64(100),
             "ais.bdmc.gap": lambda m, k, s: 0.01 * (s + 1),
-            "gaps.ais_minus_is.mean": lambda m, k, s: 0.3 - noise[s],
-            "gaps.own_family.approximation_gap.mean": lambda m, k, s: 0.2 + noise[s],
-            "gaps.own_family.amortization_gap.mean": lambda m, k, s: (
+            "ais.minus_is.mean": lambda m, k, s: 0.3 - noise[s],
+            "ais.minus_is.stderr": lambda m, k, s: 0.02,
+            "ais.is_same_points.mean": lambda m, k, s: -29.6 + 0.1 * (m == "iwae"),
+            "gaps.flagged": lambda m, k, s: False,
+            "gaps.training_bound.approximation_gap.mean": lambda m, k, s: 0.2 + noise[s],
+            "gaps.training_bound.amortization_gap.mean": lambda m, k, s: (
                 (0.5 if m == "vae" else 0.3) + noise[s]
+            ),
+            "gaps.own_family.amortization_gap.mean": lambda m, k, s: (
+                (0.5 if m == "vae" else 0.3 + k) + noise[s]
             ),
         },
     )
@@ -187,13 +193,22 @@ def test_variables_carry_claims_and_their_basis():
     assert claim["ais"]["is_vs_ais"].startswith(
         "is looser than AIS for vae (by 0.298 ± 0.002 nats) and iwae"
     )
-    assert claim["ais"]["bdmc"].startswith("at most 0.030 nats")
+    assert claim["ais"]["bdmc"].startswith("0.020 ± 0.002 nats on average over the 12 runs")
+    assert claim["ais"]["agreement"].startswith("+0.298 ± 0.001 nats (mean ± s.e. over the 12 runs")
+    assert "no run below −3 of its paired standard errors" in claim["ais"]["agreement"]
     assert v["result"]["time_kmin"] == "0.100" and v["result"]["time_kmax"] == "0.500"  # cost
     assert v["ais"]["ais_minus_is_min"] == v["ais"]["ais_minus_is_max"] == "0.30"
     assert v["ais"]["steps"] == 100 and v["ais"]["chains"] == "n/a"
-    assert "4.30 standard errors with 3 seeds" in claim["rule"]
+    # IS puts iwae first on the AIS points, AIS (the same value for both) keeps the order.
+    assert claim["likelihood"]["best_kmax_is"].startswith("iwae has the highest")
+    assert claim["likelihood"]["ranks"] == "order the methods alike at K = 1 and 5"
+    assert claim["gaps"]["flagged"].startswith("in none of the 12 runs")
+    # The rule names the family of tests that Holm's procedure holds together.
+    n_tests = int(basis["rule"].split(", ")[1].split()[0])
+    assert n_tests > 5 and f"the {n_tests} tests behind the sentences" in claim["rule"]
     for section in ("likelihood", "gaps", "ais", "cost", "bound", "latent"):
         assert set(claim[section]) == set(basis[section])
+    assert "Holm-adjusted p" in basis["likelihood"]["k_effect"]
     assert "over seeds [0, 1, 2]" in basis["likelihood"]["best_kmax"]
 
 
@@ -231,9 +246,12 @@ def test_claims_the_text_uses_exist_when_ais_was_not_evaluated():
     cfg = {"datasets": ["digits"], "methods": ["vae", "iwae"], "Ks": [1, 5], "seeds": [0, 1, 2],
            "run": {}}  # fmt: skip
     v = paper_variables(summary, cfg, None)
-    for key in ("is_vs_ais", "bdmc"):
+    for key in ("is_vs_ais", "bdmc", "agreement"):
         assert v["claim"]["ais"][key].startswith("n/a")
-    assert set(v["claim"]["gaps"]) == {"amort_best_kmin", "amort_best_kmax", "approx_k", "amort_k"}
+    assert set(v["claim"]["gaps"]) == {
+        "amort_best_kmin", "amort_best_kmax", "approx_k", "amort_k", "amort_k_elbo", "yardstick",
+        "flagged",
+    }  # fmt: skip
     assert v["claim"]["cost"]["trend"].startswith("n/a") and v["result"]["time_kmin"] == "n/a"
 
 
@@ -390,3 +408,101 @@ def test_the_section_on_tighter_bounds_reads_the_runs():
     t = paper_variables(plain.drop(columns=[c for c in plain if c.startswith("snr.")]), cfg)
     t = t["claim"]["tighter"]
     assert t["encoder_slope"].startswith("n/a") and t["objectives"]["nll"].startswith("n/a")
+
+
+def test_holm_matches_the_step_down_procedure():
+    """Holm (1979): sort the p-values; reject the i-th smallest while p_(i) <= alpha / (m - i + 1)
+    (i from 1); the adjusted p-values are the running maxima of (m - i + 1) p_(i), capped at 1."""
+    fam = claims.Family({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.005, "e": 0.5})
+    out = fam.holm()
+    # Sorted: d 0.005 (x5 = 0.025), a 0.01 (x4 = 0.04), c 0.03 (x3 = 0.09), b 0.04, e 0.5.
+    assert out["d"] == (True, pytest.approx(0.025)) and out["a"] == (True, pytest.approx(0.04))
+    assert out["c"] == (False, pytest.approx(0.09))
+    assert out["b"] == (False, pytest.approx(0.09))  # max(0.09, 2 x 0.04): monotone
+    assert out["e"] == (False, pytest.approx(0.5))
+
+
+def test_a_family_of_tests_is_held_together():
+    """A difference resolved on its own is not resolved once it is one of many tests whose
+    p-values are larger (Holm), and the phrases follow the family's decisions."""
+    noise = {0: 0.02, 1: -0.01, 2: -0.005}
+    df = runs(lambda m, k, s: 30.0 - 0.05 * (k > 1) * (m == "iwae") + noise[s] * (k > 1))
+    est = claims.paired(df, NLL, {"method": "iwae", "K": 1}, {"method": "iwae", "K": 5})
+    alone = est.p_value
+    assert est.resolved and alone < claims.ALPHA
+    # Nineteen more tests with p = 0.5: Holm multiplies the smallest p by 20.
+    with claims.family() as fam:
+        assert est.resolved  # first pass: records
+        for i in range(19):
+            fam.p_values[("other", i)] = 0.5
+    fam.decisions = fam.holm()
+    with claims.family(fam):
+        resolved, p_adj, m = est.adjusted
+        text = claims.change(est, "the test NLL", claims.NLL).text
+    assert m == 20 and p_adj == pytest.approx(min(1.0, 20 * alone))
+    assert resolved == (20 * alone <= claims.ALPHA)
+    assert ("improves" in text) == resolved
+
+
+def test_test_set_variance_enters_the_standard_error():
+    """Per-point values that vary from point to point but equally in every seed: the seed-to-
+    seed variance of the paired differences is zero, so the standard error is the test set's
+    alone, s_points / sqrt(N) of the per-point differences (here known), and the degrees of
+    freedom are N - 1."""
+    rng = np.random.default_rng(0)
+    n_pts, seeds = 40, (0, 1, 2)
+    diff = rng.normal(0.3, 1.0, n_pts)  # per-point difference b - a, the same in every seed
+    base = rng.normal(-30.0, 2.0, n_pts)
+    rows, long = [], []
+    for m, shift in (("vae", 0.0), ("iwae", 1.0)):
+        values = base + shift * diff
+        for s in seeds:
+            rows.append({"dataset": "digits", "variant": m, "method": m, "K": 1, "seed": s,
+                         NLL: float(-values.mean())})  # fmt: skip
+            long += [
+                {
+                    "dataset": "digits",
+                    "variant": m,
+                    "method": m,
+                    "K": 1,
+                    "seed": s,
+                    "quantity": "log_px_is",
+                    "point": i,
+                    "value": float(v),
+                }  # fmt: skip
+                for i, v in enumerate(values)
+            ]
+    df, per_point = pd.DataFrame(rows), pd.DataFrame(long)
+    with claims.points(per_point):
+        est = claims.paired(df, NLL, {"method": "vae", "K": 1}, {"method": "iwae", "K": 1})
+    assert est.seed_var == pytest.approx(0.0, abs=1e-20)
+    assert est.n_points == n_pts
+    assert est.se == pytest.approx(np.std(diff, ddof=1) / math.sqrt(n_pts))
+    assert est.dof == pytest.approx(n_pts - 1)
+    assert est.mean == pytest.approx(-diff.mean())
+    # Without the per-point values, no test-set part: a zero standard error.
+    bare = claims.paired(df, NLL, {"method": "vae", "K": 1}, {"method": "iwae", "K": 1})
+    assert bare.point_var == 0 and bare.se == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_claim_says_where_is_and_ais_rank_the_methods_differently():
+    """At K = 5, IS on the AIS points puts iwae above vae and AIS puts vae above iwae: the claim
+    names the swap with the paired difference under each; at K = 1 they agree."""
+    from vaeinf.report.variables import AIS_LOGP, IS_SAME, rank_agreement
+
+    noise = {0: 0.01, 1: -0.02, 2: 0.015}
+    df = runs(
+        lambda m, k, s: 30.0,
+        **{
+            IS_SAME: lambda m, k, s: -29.0 + (0.2 if m == "iwae" else 0.0) + noise[s],
+            AIS_LOGP: lambda m, k, s: (
+                -29.0
+                + (0.2 if m == "iwae" else 0.0) * (k == 1)
+                + (0.1 if m == "vae" and k == 5 else 0.0)
+                + noise[s] * (m == "vae")
+            ),
+        },
+    )
+    text = rank_agreement(df, ["vae", "iwae"], [1, 5]).text
+    assert text.startswith("order the methods alike at K = 1; at K = 5 swap iwae and vae (")
+    assert "IS puts iwae higher by +0.20" in text and "AIS by −0.1" in text

@@ -177,6 +177,8 @@ def metrics_doc(**extra) -> dict:
         ],
         "active_units": {"count": 3, "threshold": 0.01, "variance": [0.5, 0.2, 0.1, 0.0]},
         "collapse": {"kl_per_dim": [1.0, 0.5, 0.2, 0.0], "kl_total": 1.7},
+        "bound_gap": {"mean": 0.8, "stderr": 0.05, "n": 50},
+        "per_point": {"log_px_is": [-24.0, -26.0], "log_px_ais": [-23.9]},
         **extra,
     }
     config = {
@@ -195,14 +197,14 @@ def test_a_new_scalar_metric_becomes_a_summary_column(tmp_path):
     """The evaluator adds a metric; the aggregate shows it with no change of its own."""
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps(metrics_doc(brand_new={"value": 4.5, "n": 7, "per_point": [1, 2]})))
-    summary, bounds, per_dim = aggregate.collect([path])
+    summary, bounds, per_dim, per_point = aggregate.collect([path])
     row = summary.iloc[0]
     assert row["brand_new.value"] == 4.5 and row["brand_new.n"] == 7
     assert "brand_new.per_point" not in summary  # lists go to the long tables, not the summary
     # One name per value: the dotted paths the paper reads, the columns derived from the long
     # tables, and the config's lists as JSON and its method options flattened.
     assert row["test_nll.mean"] == 25.0 and row["active_units.count"] == 3
-    assert row["test_LK"] == -26.0 and row["bound_gap"] == pytest.approx(1.0)
+    assert row["test_LK"] == -26.0 and row["bound_gap"] == pytest.approx(0.8)
     assert row["latent"] == 4 and row["config.train.lr"] == 0.003
     assert row["config.model.hidden"] == "[64,64]"
     assert row["config.method_options.steps"] == 5
@@ -210,6 +212,10 @@ def test_a_new_scalar_metric_becomes_a_summary_column(tmp_path):
     assert not {"nll", "active_units", "lr", "config.dataset", "config.K"} & set(summary)
     assert summary.columns.is_unique
     assert len(bounds) == 2 and list(per_dim["kl"]) == [1.0, 0.5, 0.2, 0.0]
+    # Per-point values go to their own long table, a row per (run, quantity, point).
+    assert len(per_point) == 3 and set(per_point["quantity"]) == {"log_px_is", "log_px_ais"}
+    assert list(per_point[per_point["quantity"] == "log_px_is"]["value"]) == [-24.0, -26.0]
+    assert "per_point.log_px_is" not in summary
 
 
 def test_the_aggregate_refuses_runs_whose_files_disagree(tmp_path):
@@ -252,7 +258,7 @@ def test_the_aggregate_refuses_runs_whose_files_disagree(tmp_path):
     assert aggregate.disagreement(older) == "metrics.json older than model.pt"
     assert "another training identity" in aggregate.disagreement(other)
 
-    out = {k: tmp_path / f"{k}.csv" for k in ("summary", "bounds", "per_dim", "cost")}
+    out = {k: tmp_path / f"{k}.csv" for k in ("summary", "bounds", "per_dim", "cost", "per_point")}
     with pytest.raises(DataError) as e:
         aggregate.write_aggregate([good, missing, older, other], [], **out)
     message = str(e.value)

@@ -28,6 +28,7 @@ rule aggregate:
         cost="results/cost.csv",
         curves="results/curves.csv",
         snr="results/snr.csv",
+        per_point="results/per_point.csv",
     log:
         "logs/aggregate.log",
     conda:
@@ -86,7 +87,8 @@ rule variables:
         summary=rules.aggregate.output.summary,
         cost=rules.aggregate.output.cost,
         curves=rules.aggregate.output.curves,
-        code=library("report.variables", "report.claims", "report.text"),
+        per_point=rules.aggregate.output.per_point,
+        code=library("report.variables", "report.claims", "report.text", "report.tidy"),
     output:
         variables="paper/_variables.yml",
     log:

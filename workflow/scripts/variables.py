@@ -12,4 +12,5 @@ with job_log(smk):
         smk.output.variables,
         smk.input.cost,
         smk.input.curves,
+        smk.input.per_point,
     )

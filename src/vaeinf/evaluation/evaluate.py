@@ -1,7 +1,9 @@
 """Evaluation of a trained run: the orchestration that writes ``metrics.json`` and
-``samples.npz`` from the likelihood estimates (:mod:`vaeinf.evaluation.likelihood`), the latent
-diagnostics (:mod:`vaeinf.evaluation.latent`), reconstructions, prior samples, AIS and the gap
-split."""
+``samples.npz`` from the likelihood estimates (:mod:`vaeinf.evaluation.likelihood`), the bound
+the run was trained on and the bound gap, the latent diagnostics
+(:mod:`vaeinf.evaluation.latent`), reconstructions, prior samples, AIS beside IS on the same
+points, BDMC and the gap split; and, under ``per_point``, the per-point values behind the means
+(for comparisons paired per test point)."""
 
 from __future__ import annotations
 
@@ -18,13 +20,20 @@ import torch
 from torch import Tensor
 
 from vaeinf.config import EvalConfig, RunConfig, from_dict, merge, read_yaml, validate
+from vaeinf.core import bounds
 from vaeinf.core.methods import Method
+from vaeinf.core.methods.base import bytes_per_row
 from vaeinf.core.snr import fixed_minibatch
 from vaeinf.core.train import load_trained
 from vaeinf.errors import ConfigError, DamagedFile
 from vaeinf.evaluation import ais, gaps, snr
-from vaeinf.evaluation.latent import active_units, collapse, mutual_information, posterior_means
-from vaeinf.evaluation.likelihood import bound_curve, log_likelihood, summary
+from vaeinf.evaluation.latent import (
+    active_units,
+    collapse,
+    mutual_information,
+    posterior_statistics,
+)
+from vaeinf.evaluation.likelihood import bound_curve, summary
 from vaeinf.rundir import (
     CONFIG,
     EVAL,
@@ -171,20 +180,34 @@ def evaluate(
     wall = {}
 
     t = time.perf_counter()
-    test_curve = bound_curve(model, x_test, sorted(set(ev.ks) | {ev.nll_k}), memory_mb)
+    # L_1 and the training K always: the bound each run is trained on (see training_bound).
+    test_ks = sorted(set(ev.ks) | {ev.nll_k, 1, cfg.K})
+    test_curve, test_pp = bound_curve(model, x_test, test_ks, memory_mb, per_point=True)
     wall["test_bounds"] = time.perf_counter() - t
     t = time.perf_counter()
     valid_curve = bound_curve(model, x_valid, sorted(set(ev.ks)), memory_mb)
     wall["valid_bounds"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    means = posterior_means(model, x_test, ev.moment_samples)
+    stats = posterior_statistics(model, x_test, ev.moment_samples, memory_mb)
     recon, arrays = reconstructions(model, x_test, ev.n_images, ev.n_prior_samples)
-    coll = collapse(model, x_test, ev.moment_samples, ev.collapse_threshold)
-    coll["mutual_information"] = mutual_information(model, x_test[: ev.mi_points], memory_mb)
+    active = active_units(stats, ev.active_threshold)
+    coll = collapse(stats, ev.collapse_threshold, active)
+    n_mi = min(ev.mi_points, len(x_test))
+    coll["mutual_information"] = mutual_information(
+        model,
+        x_test[:n_mi],
+        memory_mb,
+        ev.mi_samples,
+        None if stats.kl is None else stats.kl[:n_mi],
+    )
     wall["diagnostics"] = time.perf_counter() - t
 
     nll = test_curve[ev.nll_k]
+    log_px = test_pp[ev.nll_k]  # (N,) the IS estimate of every test point
+    t = time.perf_counter()
+    train_bound = training_bound(model, x_test, cfg.K, test_pp, memory_mb)
+    wall["training_bound"] = time.perf_counter() - t
     metrics = {
         "dataset": cfg.dataset,
         "variant": cfg.variant or cfg.method,
@@ -200,12 +223,21 @@ def evaluate(
             for split, curve in (("valid", valid_curve), ("test", test_curve))
             for K, s in curve.items()
         ],
-        "active_units": active_units(means, ev.active_threshold),
+        "active_units": active,
         "collapse": coll,
         "reconstruction": recon,
         "time_per_epoch": times,
         "training": training_record(run_dir, cfg),
     }
+    per_point = {"log_px_is": log_px, "test_LK": test_pp[cfg.K]}
+    if train_bound is not None:
+        values = train_bound.pop("per_point")
+        per_point["training_bound"] = values
+        metrics["training_bound"] = train_bound
+        metrics["bound_gap"] = summary(log_px - values) | {
+            "log_px": f"IS with K = {ev.nll_k}, every test point",
+            "bound": train_bound["bound"],
+        }
     metrics.update(model.extra_metrics(x_test, cfg.K))
     t = time.perf_counter()
     if ev.snr_draws or trained_snr:
@@ -216,8 +248,11 @@ def evaluate(
         )  # fmt: skip
     wall["snr"] = time.perf_counter() - t
     t = time.perf_counter()
-    metrics.update(ais_and_gaps(model, x_test, ev, memory_mb))
+    block, pp = ais_and_gaps(model, x_test, log_px, ev, memory_mb, cfg.K)
+    metrics.update(block)
+    per_point |= pp
     wall["ais_and_gaps"] = time.perf_counter() - t
+    metrics["per_point"] = {k: [round(float(v), 6) for v in vs] for k, vs in per_point.items()}
     # The run is named inside its own file: the grid keys and the base method.
     identity = {k: np.array(metrics[k]) for k in (*GRID_KEYS, "method")}
     buf = io.BytesIO()
@@ -228,38 +263,111 @@ def evaluate(
     return metrics
 
 
-def ais_and_gaps(model: Method, x: Tensor, ev, memory_mb: float) -> dict:
+#: The objectives whose training bound is read off the test L_K curve: "elbo" trains on the
+#: K-sample average of log w, whose expectation is L_1; "iwae" on L_K, and "piwae" its decoder
+#: on L_K (Rainforth et al. 2018, Sec. 4; its encoder on MIWAE).
+CURVE_BOUNDS = {"elbo": lambda K: 1, "iwae": lambda K: K, "piwae": lambda K: K}
+
+
+#: Samples per point (in draws of K) of a training objective estimated directly.
+DIRECT_SAMPLES = 100
+
+
+@torch.no_grad()
+def training_bound(model: Method, x: Tensor, K: int, curve: dict, memory_mb: float) -> dict | None:
+    """The bound the run was trained on, at its training K, per test point: the expectation of
+    its objective's K-sample estimate. For a posterior with a density and the objectives of
+    :data:`CURVE_BOUNDS`, L_1 or L_K from the test curve (``curve``: {K: per-point values});
+    otherwise the objective itself (:func:`vaeinf.core.bounds.bound` on
+    :meth:`Method.log_weights`, which for AVB puts the adversary in place of log q - log p: an
+    estimate of its ELBO, not a bound), averaged over max(1, :data:`DIRECT_SAMPLES` // K)
+    independent draws of K samples. None for an objective :func:`vaeinf.core.bounds.bound` does
+    not know. Returns the summary, the objective, K, what the bound is and ``per_point``
+    (N,)."""
+    objective = model.objective
+    out = {"objective": objective, "K": K}
+    if model.posterior.has_density and objective in CURVE_BOUNDS:
+        k = CURVE_BOUNDS[objective](K)
+        values = curve[k]
+        what = "ELBO (L_1)" if k == 1 else f"L_{k}"
+        return out | summary(values) | {"bound": what, "source": "the test bound curve",
+                                         "per_point": values}  # fmt: skip
+    draws = max(1, DIRECT_SAMPLES // K)
+    rows = max(1, int(memory_mb * 2**20 / bytes_per_row(model)))
+    b = max(1, rows // (draws * K))
+    values = torch.empty(len(x), dtype=torch.float64)
+    try:
+        for start in range(0, len(x), b):
+            xb = x[start : start + b]
+            log_w = model.log_weights(xb.repeat(draws, 1), K)[0]  # (K, draws * b)
+            values[start : start + len(xb)] = (
+                bounds.bound(log_w, model.objective_spec)
+                .double()
+                .view(draws, len(xb))
+                .mean(0)
+                .cpu()
+            )
+    except ValueError:
+        return None
+    spec = model.objective_spec
+    named = {"miwae": f"MIWAE({spec.groups}, {K // spec.groups})", "ciwae": f"CIWAE({spec.beta})"}
+    what = f"the {named.get(objective, objective)} objective at K = {K}"
+    if not model.posterior.has_density:
+        what += " with the adversary in place of log q - log p (an estimate, not a bound)"
+    return out | summary(values) | {"bound": what, "source": f"{draws} draws of K samples",
+                                     "per_point": values}  # fmt: skip
+
+
+def ais_and_gaps(
+    model: Method, x: Tensor, log_px_is: Tensor, ev, memory_mb: float, K: int = 1
+) -> tuple[dict, dict]:
     """The AIS / BDMC / gap-split block of metrics.json for the test points x, with the
-    ``eval`` settings ``ev`` (see :class:`vaeinf.config.EvalConfig`): AIS on the first
-    ``ais_points`` of x (a fixed random sample of the test set, see
-    :meth:`vaeinf.core.data.Dataset.subset`), BDMC on ``bdmc_points`` simulated points, the gap
-    split and the IS - AIS difference (IS at ``nll_k`` samples) on the first ``gap_points``.
-    Returns {} when ``ais_points`` is 0."""
+    ``eval`` settings ``ev`` (see :class:`vaeinf.config.EvalConfig`), and its per-point values:
+    AIS on the first ``ais_points`` of x (a fixed random sample of the test set, see
+    :meth:`vaeinf.core.data.Dataset.subset`) beside the IS estimate on the same points
+    (``log_px_is``, the IS estimate of every point of x), BDMC on ``bdmc_points`` simulated
+    points in the same batches, and the gap split on the first ``gap_points`` under the ELBO
+    and under the training bound (L_K for a run trained on it at K > 1). Returns ({}, {}) when
+    ``ais_points`` is 0."""
     if ev.ais_points == 0:
-        return {}
+        return {}, {}
     settings = ais.AISSettings(steps=ev.ais_steps, chains=ev.ais_chains, leapfrog=ev.ais_leapfrog)
     idx = torch.arange(min(ev.ais_points, len(x)))
-    est = ais.log_likelihood(model, x[idx], settings, memory_mb)
+    est, check = ais.log_likelihood_and_bdmc(model, x[idx], ev.bdmc_points, settings, memory_mb)
+    lp, is_here = est.pop("per_point"), log_px_is[idx].double().cpu()
     out = {
-        "ais": {k: v for k, v in est.items() if k != "per_point"}
-        | {"points": f"a fixed random sample of {len(idx)} test points"}
+        "ais": est
+        | {
+            "points": f"a fixed random sample of {len(idx)} test points",
+            "is_same_points": summary(is_here) | {"K": ev.nll_k},
+            # log p_AIS - log p_IS per point: both are stochastic lower bounds, so a positive
+            # mean says AIS is the tighter.
+            "minus_is": summary(lp - is_here) | {"K": ev.nll_k},
+        }
     }
-    if ev.bdmc_points > 0:
-        out["ais"]["bdmc"] = ais.bdmc(model, ev.bdmc_points, settings, memory_mb)
+    if check is not None:
+        out["ais"]["bdmc"] = check
+    per_point = {"log_px_ais": lp}
     n_gap = min(ev.gap_points, len(idx))
     if n_gap == 0:
-        return out
-    xg, lp = x[idx[:n_gap]], est["per_point"][:n_gap]
-    is_est = log_likelihood(model, xg, ev.nll_k, memory_mb)["per_point"]
+        return out, per_point
+    xg = x[idx[:n_gap]]
     q = gaps.QStarSettings(
         max_steps=ev.qstar_steps, lr=ev.qstar_lr, tol=ev.qstar_tol, elbo_samples=ev.elbo_samples
     )
     t = time.perf_counter()
-    split = gaps.gap_split(model, xg, lp, q, memory_mb)
-    split.pop("per_point")
+    trained_k = K if model.objective == "iwae" and model.posterior.has_density else 1
+    split = gaps.gap_split(model, xg, lp[:n_gap], q, memory_mb, trained_k)
+    pp = split.pop("per_point")
     out["gaps"] = split | {
-        "ais_minus_is": summary(lp - is_est) | {"K": ev.nll_k},
         "seconds": time.perf_counter() - t,
         "points": f"the first {n_gap} of the AIS subset",
     }
-    return out
+    per_point |= {
+        "gap_elbo_q_phi": pp["elbo_q_phi"],
+        "gap_elbo_q_star": pp["own"],
+        "gap_train_q_phi": pp.get("train_q_phi", pp["elbo_q_phi"]),
+        "gap_train_q_star": pp.get("train_own", pp["own"]),
+        "gap_gauss_q_star": pp["gaussian"],
+    }
+    return out, per_point

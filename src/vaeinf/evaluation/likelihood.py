@@ -122,7 +122,9 @@ def log_likelihood(model: Method, x: Tensor, K: int = 5000, memory_mb: float = 5
     return summary(per_point) | {"per_point": per_point}
 
 
-def bound_curve(model: Method, x: Tensor, ks: list[int], memory_mb: float = 512) -> dict:
+def bound_curve(
+    model: Method, x: Tensor, ks: list[int], memory_mb: float = 512, per_point: bool = False
+):
     """L_K for every K in ``ks`` from one draw of max(ks) samples per point.
 
     The K_max samples are split into floor(K_max / K) disjoint groups of K; each group gives an
@@ -130,7 +132,8 @@ def bound_curve(model: Method, x: Tensor, ks: list[int], memory_mb: float = 512)
     extra cost (a ``stratified_proposal`` draws floor(K_max / K) blocks of K for each K
     instead, as a group cut from a larger deterministic mixture is not one). The groups are
     accumulated as the sample chunks arrive
-    (:class:`GroupedLogMeanExp`), so memory does not grow with K_max. Returns {K: summary}.
+    (:class:`GroupedLogMeanExp`), so memory does not grow with K_max. Returns {K: summary},
+    and with ``per_point`` also {K: the per-point values (N,) float64}.
     """
     k_max = max(ks)
     if model.stratified_proposal:  # one draw per K, in blocks of K (same budget of samples)
@@ -139,7 +142,8 @@ def bound_curve(model: Method, x: Tensor, ks: list[int], memory_mb: float = 512)
             per_k |= _grouped_bounds(model, x, [K], k_max // K * K, memory_mb, block=K)
     else:
         per_k = _grouped_bounds(model, x, ks, k_max, memory_mb)
-    return {K: summary(per_k[K]) for K in ks}
+    curve = {K: summary(per_k[K]) for K in ks}
+    return (curve, per_k) if per_point else curve
 
 
 def _grouped_bounds(model, x, ks, n, memory_mb, block=None) -> dict[int, Tensor]:

@@ -5,17 +5,25 @@ so the text says what the runs say, with its uncertainty:
 
 - a *change* between two conditions of the same runs (two values of K, two methods) is paired
   over seeds: for every seed s run under both, d_s = x_b(s) - x_a(s); it is reported as the mean
-  of the d_s ± their standard error (s.d. / sqrt(n)) with the number n of seeds;
-- it is *resolved* when the two-sided paired t-test at level :data:`ALPHA` rejects a zero mean,
-  |mean| > t_{1 - ALPHA/2, n-1} · s.e. (Student 1908); then the phrase names its direction
-  ("improves by 0.51 ± 0.05 nats (3 seeds, paired)"), otherwise it says the difference does not
-  exceed the seed-to-seed spread, and with one seed that it cannot be told from noise;
+  of the d_s ± its standard error with the number n of seeds;
+- the standard error counts both sources of chance: the seeds, s_seeds^2 / n (the spread of the
+  d_s), and the test set, s_points^2 / N, where the quantity has per-point values
+  (:data:`vaeinf.report.tidy.POINTWISE`): the per-point differences, paired per test point and
+  averaged over the seeds, spread by s_points over the N points (the test set is shared by the
+  seeds, so its part does not shrink with n); a quantity without per-point values but with a
+  bootstrap over test points (active units) adds that bootstrap's variance;
+- it is *resolved* when a two-sided t-test rejects a zero mean (Welch-Satterthwaite degrees of
+  freedom for the two parts), with the family of every test the paper states held at a
+  familywise error rate of :data:`ALPHA` by Holm's (1979) step-down procedure (:func:`family`):
+  then the phrase names its direction ("improves by 0.51 ± 0.05 nats (3 seeds, paired)"),
+  otherwise it says the difference does not exceed the spread, and with one seed that it cannot
+  be told from noise;
 - a *comparison* names the best condition and its paired margin to the runner-up, resolved or
   not by the same rule;
 - the *cost* trend reads the cost rule's table (:mod:`vaeinf.study.cost`): a growth from the
   smallest to the largest K is resolved when the interquartile ranges of the step times at the
-  two ends do not overlap, and its shape (in proportion to K or less) is the elasticity
-  log(time ratio) / log(K ratio).
+  two ends do not overlap (no test, not part of the family), and its shape (in proportion to K
+  or less) is the elasticity log(time ratio) / log(K ratio).
 
 Each function returns a :class:`Claim`: the phrase, and ``basis``, one line with the numbers
 and the rule that chose the words (listed by the manuscript check).
@@ -23,16 +31,20 @@ and the rule that chose the words (listed by the manuscript check).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from vaeinf.report.text import join
+from vaeinf.report.tidy import KEYS, pointwise
 
-#: Level of the paired t-test that decides whether a difference is resolved.
+#: The familywise error rate of the paper's tests (Holm's procedure), and the level of a test
+#: made outside a family.
 ALPHA = 0.05
 
 
@@ -42,22 +54,69 @@ class Claim:
     basis: str
 
 
-def t_quantile(n: int) -> float:
-    """t_{1 - ALPHA/2, n-1}, the multiple of the standard error a mean over n seeds must exceed
-    (scipy comes with scikit-learn, a dependency of vaeinf)."""
+def t_quantile(n: int, dof: float | None = None) -> float:
+    """t_{1 - ALPHA/2, dof} (dof: n - 1 by default), the multiple of the standard error a mean
+    over n seeds must exceed at level ALPHA (scipy comes with scikit-learn, a dependency of
+    vaeinf)."""
     from scipy import stats
 
-    return float(stats.t.ppf(1 - ALPHA / 2, n - 1)) if n > 1 else math.inf
+    dof = n - 1 if dof is None else dof
+    return float(stats.t.ppf(1 - ALPHA / 2, dof)) if n > 1 and dof > 0 else math.inf
+
+
+@dataclass
+class Family:
+    """The tests a set of claims makes, held together at familywise error rate ALPHA by Holm's
+    step-down procedure (Holm 1979, "A simple sequentially rejective multiple test procedure"):
+    sort the m p-values, reject the i-th smallest while p_(i) <= ALPHA / (m - i + 1). Two passes:
+    the first records every p-value (``decisions`` None), the second reads each test's Holm
+    decision and adjusted p-value, min(1, max_{j <= i} (m - j + 1) p_(j))."""
+
+    p_values: dict = field(default_factory=dict)
+    decisions: dict | None = None
+
+    def holm(self) -> dict:
+        """{key: (resolved, adjusted p)} for every recorded test."""
+        keys = sorted(self.p_values, key=lambda k: self.p_values[k])
+        m, running, out = len(keys), 0.0, {}
+        for i, k in enumerate(keys):
+            running = max(running, min(1.0, (m - i) * self.p_values[k]))
+            out[k] = (running <= ALPHA, running)
+        return out
+
+    @property
+    def size(self) -> int:
+        return len(self.p_values)
+
+
+_FAMILY: contextvars.ContextVar[Family | None] = contextvars.ContextVar("family", default=None)
+
+
+@contextlib.contextmanager
+def family(decided: Family | None = None):
+    """Within this context every tested :class:`Estimate` belongs to one family: a new one that
+    records the p-values (first pass), or ``decided``, whose Holm decisions it then reads
+    (second pass; ``decided.decisions`` set from :meth:`Family.holm`). Yields the family."""
+    fam = decided or Family()
+    token = _FAMILY.set(fam)
+    try:
+        yield fam
+    finally:
+        _FAMILY.reset(token)
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """Per-seed values (paired differences, or one quantity per seed) and their mean ± s.e."""
+    """Per-seed values (paired differences, or one quantity per seed) and their mean ± s.e.;
+    ``point_var``: the test set's part of the variance of the mean (see the module docstring),
+    0 when not known, and ``n_points`` the points it rests on."""
 
     values: tuple[float, ...]
     seeds: tuple
     label: str
     paired: bool = True
+    point_var: float = 0.0
+    n_points: int = 0
 
     @property
     def n(self) -> int:
@@ -68,8 +127,24 @@ class Estimate:
         return float(np.mean(self.values)) if self.values else math.nan
 
     @property
+    def seed_var(self) -> float:
+        return float(np.var(self.values, ddof=1) / self.n) if self.n > 1 else math.nan
+
+    @property
     def se(self) -> float:
-        return float(np.std(self.values, ddof=1) / math.sqrt(self.n)) if self.n > 1 else math.nan
+        return math.sqrt(self.seed_var + self.point_var) if self.n > 1 else math.nan
+
+    @property
+    def dof(self) -> float:
+        """Welch-Satterthwaite degrees of freedom of the two variance parts."""
+        a, b = self.seed_var, self.point_var
+        if self.n < 2:
+            return 0.0
+        if b <= 0 or self.n_points < 2:
+            return float(self.n - 1)
+        if a <= 0:
+            return float(self.n_points - 1)
+        return (a + b) ** 2 / (a * a / (self.n - 1) + b * b / (self.n_points - 1))
 
     @property
     def identical(self) -> bool:
@@ -77,8 +152,38 @@ class Estimate:
         return self.n > 0 and all(v == 0 for v in self.values)
 
     @property
+    def p_value(self) -> float:
+        """Two-sided p-value of a zero mean (t distribution, :attr:`dof`)."""
+        from scipy import stats
+
+        if self.n < 2 or self.identical:
+            return 1.0
+        if not self.se > 0:
+            return 0.0 if self.mean != 0 else 1.0
+        return float(2 * stats.t.sf(abs(self.mean) / self.se, self.dof))
+
+    def _key(self) -> tuple:
+        return (self.label, self.values, self.seeds, self.point_var)
+
+    @property
+    def adjusted(self) -> tuple[bool, float, int]:
+        """(resolved, p-value, family size): by the active :func:`family`'s Holm decision, or
+        at level ALPHA alone outside a family (family size 1)."""
+        p = self.p_value
+        fam = _FAMILY.get()
+        if self.n < 2 or self.identical:
+            return False, p, fam.size if fam else 1
+        if fam is None:
+            return p < ALPHA, p, 1
+        if fam.decisions is None:
+            fam.p_values[self._key()] = p
+            return p < ALPHA, p, 0
+        resolved, p_adj = fam.decisions.get(self._key(), (p < ALPHA, p))
+        return resolved, p_adj, fam.size
+
+    @property
     def resolved(self) -> bool:
-        return self.n > 1 and abs(self.mean) > t_quantile(self.n) * self.se
+        return self.adjusted[0]
 
     def decimals(self, digits: int = 2) -> int:
         """``digits``, or up to 4 when the standard error is below 10^-digits (so a small s.e.
@@ -100,7 +205,8 @@ class Estimate:
 
     def note(self) -> str:
         seeds = f"{self.n} seed{'s' if self.n != 1 else ''}"
-        return f"{seeds}, paired" if self.paired else seeds
+        points = f" and {self.n_points} test points" if self.point_var > 0 else ""
+        return f"{seeds}{points}, paired" if self.paired else f"{seeds}{points}"
 
     def basis(self) -> str:
         values = ", ".join(f"{v:+.4g}" for v in self.values)
@@ -110,12 +216,14 @@ class Estimate:
             return f"{self.label}: no seed has both conditions"
         if self.n == 1:
             return f"{head}; one seed: no test"
-        t = t_quantile(self.n)
-        verdict = "resolved" if self.resolved else "not resolved"
+        resolved, p, m = self.adjusted
+        verdict = "resolved" if resolved else "not resolved"
+        parts = f"s.e. {self.se:.3g} (seeds {math.sqrt(self.seed_var):.3g}"
+        parts += f", test set {math.sqrt(self.point_var):.3g} over {self.n_points} points)"
+        rule = f"Holm-adjusted p = {p:.3g} in a family of {m} tests" if m > 1 else f"p = {p:.3g}"
         return (
-            f"{head}; mean {self.mean:+.4g}, s.e. {self.se:.3g} ({self.note()}); "
-            f"|mean| {'>' if self.resolved else '<='} t({1 - ALPHA / 2:g}, {self.n - 1}) · s.e. "
-            f"= {t * self.se:.3g}: {verdict}"
+            f"{head}; mean {self.mean:+.4g}, {parts}; t-test, {self.dof:.3g} d.o.f., {rule}: "
+            f"{verdict}"
         )
 
 
@@ -141,21 +249,108 @@ def by_seed(df: pd.DataFrame, column: str, where: dict) -> pd.Series:
     return pd.Series(s.to_numpy(), index=d["seed"].to_numpy()).dropna()
 
 
+class Points:
+    """The runs' per-point values (``per_point.csv`` of :mod:`vaeinf.report.tidy`), for the
+    test set's part of an uncertainty: :meth:`values` gives, for a summary column with per-point
+    values (:data:`vaeinf.report.tidy.POINTWISE`), those of the runs matching a condition, a
+    column per seed, a row per test point."""
+
+    def __init__(self, long: pd.DataFrame):
+        self.runs: dict[tuple, pd.DataFrame] = {}
+        if len(long):
+            wide = long.set_index([*KEYS, "point", "quantity"])["value"].unstack("quantity")
+            for key, g in wide.groupby(level=list(range(len(KEYS))), sort=False):
+                self.runs[key] = g.droplevel(list(range(len(KEYS))))
+
+    def values(self, column: str, where: dict) -> pd.DataFrame | None:
+        """Per-point values of ``column`` (points x seeds) for the runs matching ``where``; None
+        when the column has none or a matching run lacks them."""
+        cols = {}
+        for key, wide in self.runs.items():
+            run = dict(zip(KEYS, key, strict=True))
+            if all(run.get(k) == v for k, v in where.items()):
+                v = pointwise(wide, column)
+                if v is None:
+                    return None
+                cols[run["seed"]] = v
+        return pd.DataFrame(cols) if cols else None
+
+
+#: The runs' per-point values the claims in this context draw on (:func:`points`).
+_POINTS: contextvars.ContextVar[Points | None] = contextvars.ContextVar("points", default=None)
+
+#: Summary column -> the column with its standard deviation over bootstrap resamples of the
+#: test points, for quantities without per-point values.
+BOOTSTRAP = {"active_units.count": "active_units.bootstrap_sd"}
+
+
+@contextlib.contextmanager
+def points(per_point: pd.DataFrame | None):
+    """Within this context, :func:`paired`, :func:`over_seeds` and :func:`ranking` add the
+    test set's part to their uncertainties from ``per_point`` (the long per-point table)."""
+    token = _POINTS.set(Points(per_point) if per_point is not None else None)
+    try:
+        yield
+    finally:
+        _POINTS.reset(token)
+
+
+def _points_var(frames: list[pd.DataFrame]) -> tuple[float, int]:
+    """The test set's variance of a mean over seeds: the per-point values (points x seeds, one
+    frame, or the difference of two), averaged over the seeds, spread over the N points where
+    every seed has one: Var_points / N, and N."""
+    d = frames[0] if len(frames) == 1 else frames[1] - frames[0]
+    d = d.dropna()
+    if len(d) < 2:
+        return 0.0, 0
+    mean = d.mean(axis=1)
+    return float(mean.var(ddof=1) / len(mean)), len(mean)
+
+
+def test_set_part(
+    df: pd.DataFrame, column: str, conditions: list[dict], seeds: list
+) -> tuple[float, int]:
+    """(variance, points) of the test set's part of the uncertainty of the mean over ``seeds``
+    of ``column`` under one condition, or of the difference between two (b - a), from the
+    runs' per-point values in context (:func:`points`), paired per point; else from the
+    bootstrap over test points of :data:`BOOTSTRAP` (the two runs counted as independent); (0,
+    0) when neither is known."""
+    pts = _POINTS.get()
+    if pts is not None and seeds:
+        frames = [pts.values(column, c) for c in conditions]
+        if all(f is not None for f in frames):
+            frames = [f.reindex(columns=seeds) for f in frames]
+            return _points_var(frames)
+    sd_col = BOOTSTRAP.get(column)
+    if sd_col is not None and sd_col in df and seeds:
+        var = sum(by_seed(df, sd_col, c).reindex(seeds).pow(2) for c in conditions)
+        n_pts = int(pd.to_numeric(df.get("test_nll.n"), errors="coerce").max())
+        return float(var.mean()), n_pts
+    return 0.0, 0
+
+
 def paired(df: pd.DataFrame, column: str, a: dict, b: dict, label: str | None = None) -> Estimate:
     """x_b(s) - x_a(s) of ``column`` for every seed run under both conditions ``a`` and ``b``
-    (dicts of column -> value, e.g. {"method": "iwae", "K": 1})."""
+    (dicts of column -> value, e.g. {"method": "iwae", "K": 1}), with the test set's part of the
+    uncertainty (:func:`test_set_part`)."""
     xa, xb = by_seed(df, column, a), by_seed(df, column, b)
     seeds = sorted(set(xa.index) & set(xb.index))
     diffs = tuple(float(xb[s] - xa[s]) for s in seeds)
     label = label or f"{column}({_describe(b)}) − {column}({_describe(a)})"
-    return Estimate(diffs, tuple(seeds), label)
+    var, n_pts = test_set_part(df, column, [a, b], seeds)
+    return Estimate(diffs, tuple(seeds), label, point_var=var, n_points=n_pts)
 
 
 def over_seeds(df: pd.DataFrame, column: str, where: dict, label: str | None = None) -> Estimate:
-    """One value of ``column`` per seed (already a difference within each run)."""
+    """One value of ``column`` per seed (already a difference within each run), with the test
+    set's part of the uncertainty (:func:`test_set_part`)."""
     x = by_seed(df, column, where).sort_index()
     label = label or f"{column}({_describe(where)})"
-    return Estimate(tuple(float(v) for v in x), tuple(x.index), label, paired=False)
+    var, n_pts = test_set_part(df, column, [where], list(x.index))
+    return Estimate(
+        tuple(float(v) for v in x), tuple(x.index), label, paired=False, point_var=var,
+        n_points=n_pts,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,11 +360,11 @@ def over_seeds(df: pd.DataFrame, column: str, where: dict, label: str | None = N
 @dataclass(frozen=True)
 class Words:
     """How a change of a quantity reads: verbs for an increase and a decrease, the phrase for
-    a difference within the seed-to-seed spread, and the unit."""
+    a difference within its uncertainty (seeds and test points), and the unit."""
 
     up: str = "grows"
     down: str = "shrinks"
-    null: str = "does not change beyond seed-to-seed spread"
+    null: str = "does not change beyond its uncertainty"
     same: str = "does not change at all (the same value in every seed)"
     unit: str = "nats"
     digits: int = 2
@@ -201,7 +396,7 @@ def change(est: Estimate, subject: str, words: Words = Words()) -> Claim:
 def grouped(ests: dict[str, Estimate], words: Words = Words()) -> Claim:
     """The same change for several members (methods), grouped by its decision:
     ``"improves for iwae (by 0.51 ± 0.05 nats) and flow (by ...), and does not change beyond
-    seed-to-seed spread for vae (+0.02 ± 0.03 nats), paired over 3 seeds"``. The caller puts
+    its uncertainty for vae (+0.02 ± 0.03 nats), paired over 3 seeds"``. The caller puts
     the subject in front."""
     w = words
     ests = {k: e for k, e in ests.items() if e.n > 0}
@@ -248,11 +443,13 @@ def ranking(
     unit: str = "nats",
     digits: int = 2,
     name=str,
+    test_set: tuple | None = None,
 ) -> Claim:
     """The best key of ``values`` (columns key, seed, value) by its mean over seeds, and its
     margin to the runner-up, paired over seeds: ``"flow has the lowest test NLL (30.12 nats),
     0.31 ± 0.05 nats below the runner-up iwae (3 seeds, paired)"``. ``name`` turns a key into
-    words."""
+    words. ``test_set``: (summary, column, key -> condition dict), to add the test set's part
+    to the margin's uncertainty (:func:`test_set_part`)."""
     values = values.dropna(subset=["value"])
     means = values.groupby("key", sort=False)["value"].mean()
     if means.empty:
@@ -267,10 +464,16 @@ def ranking(
     wide = values.pivot_table(index="seed", columns="key", values="value")
     both = wide[[best, runner]].dropna()
     sign = 1 if lower_is_better else -1
+    var, n_pts = 0.0, 0
+    if test_set is not None:
+        df, column, where_of = test_set
+        var, n_pts = test_set_part(df, column, [where_of(best), where_of(runner)], list(both.index))
     est = Estimate(
         tuple(float(v) for v in sign * (both[runner] - both[best])),
         tuple(both.index),
         f"margin of {name(best)} over {name(runner)} in {what}",
+        point_var=var,
+        n_points=n_pts,
     )
     side = "below" if lower_is_better else "above"
     if est.identical:
@@ -293,8 +496,8 @@ def ranking(
     else:
         text = (
             f"{name(best)} has the {sup} mean {what} ({value}), but its margin over "
-            f"{name(runner)}, {est.pm(unit, digits)} ({est.note()}), is within seed-to-seed "
-            "spread"
+            f"{name(runner)}, {est.pm(unit, digits)} ({est.note()}), is within its "
+            "uncertainty"
         )
     ranks = ", ".join(f"{name(k)} {means[k]:.4g}" for k in order)
     return Claim(text, f"means over seeds: {ranks}; {est.basis()}")
@@ -554,19 +757,31 @@ SNR_SLOPE = Words(
 )
 
 
-def rule_text(n_seeds: int) -> str:
-    """The decision rule in words, for the paper."""
+def rule_text(n_seeds: int, n_tests: int = 0) -> str:
+    """The decision rule in words, for the paper (stated once, in the Methods): the paired
+    differences, the two parts of their standard error, the t-test and Holm's procedure over
+    the family of ``n_tests`` tests the paper states."""
     if n_seeds < 2:
         return (
             "With one seed per configuration no difference can be told from seed-to-seed noise; "
             "differences are reported as measured, without a test"
         )
+    family = (
+        f"the {n_tests} tests behind the sentences of this paper form one family, held at a "
+        f"familywise error rate of {100 * ALPHA:g} % by Holm's step-down procedure"
+    )
     return (
         "Differences between two conditions are paired over seeds (the same seed under both) "
-        "and reported as the mean ± standard error of the paired differences; a difference is "
-        f"called resolved when a two-sided paired t-test rejects no difference at the "
-        f"{100 * ALPHA:g} % level, i.e. when |mean| exceeds {t_quantile(n_seeds):.2f} standard "
-        f"errors with {n_seeds} seeds, and is otherwise said to be within seed-to-seed spread"
+        "and, where the quantity is a mean over test points, over the test points too, and are "
+        "reported as the mean ± standard error of the paired differences; the standard error "
+        "adds the seed-to-seed variance of the differences (over the "
+        f"{n_seeds} seeds) to the test-set variance of the per-point differences averaged over "
+        "the seeds (the seeds share the test set, so this part does not shrink with more "
+        "seeds; for the active units, the variance of a bootstrap over test points). A "
+        "difference is called resolved when a two-sided t-test (Welch–Satterthwaite degrees of "
+        f"freedom for the two parts) rejects no difference, where {family}; otherwise it is "
+        "said to be within its uncertainty. The cost comparisons are not tests: they read the "
+        "interquartile ranges of the step times"
     )
 
 

@@ -9,13 +9,19 @@ Input: the ``metrics.json`` of every run (written by :mod:`vaeinf.rundir`). Outp
     ``collapse.mutual_information.value``, ...), the resolved config under ``config.`` (lists
     such as ``config.model.hidden`` as compact JSON, ``method_options`` flattened to
     ``config.method_options.NAME``) and the provenance under ``provenance.``; and
-    the columns derived from the long tables: ``latent``, ``test_LK`` and ``bound_gap``, and
-    ``path``, and ``objective`` (the run's, from its method options or its method). A scalar
-    the evaluator adds appears as a column with no change here.
+    the columns derived from the long tables: ``latent``, ``test_LK``, ``bound_gap`` (log p^(x)
+    minus the run's training bound at its training K, ``metrics.bound_gap``), ``path`` and
+    ``objective`` (the run's, from its method options or its method). A scalar the evaluator
+    adds appears as a column with no change here.
 ``bounds.csv``
     one row per (run, split, evaluation K): the L_K curve.
 ``per_dim.csv``
     one row per (run, latent dimension): KL(q(z_i|x) || p(z_i)) and Cov_x(E_q[z_i|x]).
+``per_point.csv``
+    one row per (run, per-point quantity, test point): the values behind the run's means
+    (``metrics.per_point``: the IS and AIS estimates of log p(x), the training bound, the
+    bounds of the gap split), so that a comparison of two runs can be paired per point and its
+    uncertainty include the test set's (:data:`POINTWISE`, :mod:`vaeinf.report.claims`).
 ``cost.csv``
     one row per (dataset, variant, K), with the base ``method``: seconds per epoch from the
     cost rule (:mod:`vaeinf.study.cost`), the study's cost axis (training logs keep their own
@@ -60,6 +66,42 @@ GRID = ["dataset", "variant", "K", "seed"]
 KEYS = ["dataset", "variant", "method", "K", "seed"]
 
 
+def _gap(a: str, b: str):
+    return lambda p: p[a] - p[b]
+
+
+#: Summary column -> its per-point values, from a run's per-point quantities (a data frame with
+#: a column per quantity of ``metrics.per_point``, a row per test point; NaN where a quantity
+#: covers fewer points): the mean over the points where it is defined is the summary's value.
+POINTWISE = {
+    "test_nll.mean": lambda p: -p["log_px_is"],
+    "test_LK": lambda p: p["test_LK"],
+    "bound_gap": _gap("log_px_is", "training_bound"),
+    "ais.mean": lambda p: p["log_px_ais"],
+    "ais.is_same_points.mean": lambda p: p["log_px_is"].where(p["log_px_ais"].notna()),
+    "ais.minus_is.mean": _gap("log_px_ais", "log_px_is"),
+    "gaps.own_family.approximation_gap.mean": _gap("log_px_ais", "gap_elbo_q_star"),
+    "gaps.own_family.amortization_gap.mean": _gap("gap_elbo_q_star", "gap_elbo_q_phi"),
+    "gaps.own_family.inference_gap.mean": _gap("log_px_ais", "gap_elbo_q_phi"),
+    "gaps.training_bound.approximation_gap.mean": _gap("log_px_ais", "gap_train_q_star"),
+    "gaps.training_bound.amortization_gap.mean": _gap("gap_train_q_star", "gap_train_q_phi"),
+    "gaps.training_bound.inference_gap.mean": _gap("log_px_ais", "gap_train_q_phi"),
+    "gaps.gaussian.minus_q_phi.mean": _gap("gap_gauss_q_star", "gap_elbo_q_phi"),
+}
+
+
+def pointwise(wide: pd.DataFrame, column: str) -> pd.Series | None:
+    """The per-point values behind summary ``column`` (:data:`POINTWISE`) of one run's
+    per-point quantities ``wide``; None when the column has none or the run lacks them."""
+    f = POINTWISE.get(column)
+    if f is None:
+        return None
+    try:
+        return f(wide).dropna()
+    except KeyError:
+        return None
+
+
 def _bound(bounds: list[dict], split: str, K: int) -> float:
     for b in bounds:
         if b["split"] == split and b["K"] == K:
@@ -82,8 +124,9 @@ def flatten(doc: dict) -> dict:
     return row
 
 
-def run_rows(doc: dict, path: str = "") -> tuple[dict, list[dict], list[dict]]:
-    """(summary row, bound rows, per-dimension rows) of one run's metrics.json document."""
+def run_rows(doc: dict, path: str = "") -> tuple[dict, list[dict], list[dict], list[dict]]:
+    """(summary row, bound rows, per-dimension rows, per-point rows) of one run's metrics.json
+    document."""
     m = dict(doc["metrics"])
     m.setdefault("variant", m["method"])  # a run of a study without variants
     key = {k: m[k] for k in KEYS}
@@ -96,16 +139,12 @@ def run_rows(doc: dict, path: str = "") -> tuple[dict, list[dict], list[dict]]:
     flat = {k: v for k, v in flatten(doc).items() if k not in key and k not in copies}
     coll, au = m.get("collapse", {}), m.get("active_units", {})
     kl = coll.get("kl_per_dim") or []
-    l_k, l_top = (
-        _bound(m["bounds"], "test", m["K"]),
-        _bound(m["bounds"], "test", m["test_nll"]["K"]),
-    )
     row = {
         **key,
         "objective": objective(doc),
         "latent": len(kl) or len(au.get("variance", [])),
-        "test_LK": l_k,
-        "bound_gap": l_top - l_k,
+        "test_LK": _bound(m["bounds"], "test", m["K"]),
+        "bound_gap": (m.get("bound_gap") or {}).get("mean", math.nan),
         "path": path,
         **flat,
     }
@@ -118,7 +157,12 @@ def run_rows(doc: dict, path: str = "") -> tuple[dict, list[dict], list[dict]]:
         {**key, "dim": i, "kl": _num(k), "active_variance": _num(v)}
         for i, (k, v) in enumerate(zip(kl, var, strict=False))
     ]
-    return row, bounds, per_dim
+    points = [
+        {**key, "quantity": q, "point": i, "value": _num(v)}
+        for q, values in (m.get("per_point") or {}).items()
+        for i, v in enumerate(values)
+    ]
+    return row, bounds, per_dim, points
 
 
 #: The stage of the trained model's grid in snr.csv (the training's are start, middle, end).
@@ -164,18 +208,21 @@ def _num(v) -> float:
     return math.nan if v is None else float(v)
 
 
-def collect(paths: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Read every metrics.json: (summary, bounds, per_dim) data frames sorted by the grid."""
-    rows, bounds, dims = [], [], []
+def collect(paths: list[str | Path]) -> tuple[pd.DataFrame, ...]:
+    """Read every metrics.json: (summary, bounds, per_dim, per_point) data frames, the summary
+    sorted by the grid."""
+    rows, bounds, dims, points = [], [], [], []
     for p in paths:
-        r, b, d = run_rows(json.loads(Path(p).read_text()), str(p))
+        r, b, d, q = run_rows(json.loads(Path(p).read_text()), str(p))
         rows.append(r)
         bounds += b
         dims += d
+        points += q
     summary = pd.DataFrame(rows)
     if len(summary):
         summary = summary.sort_values(GRID, kind="stable").reset_index(drop=True)
-    return summary, pd.DataFrame(bounds), pd.DataFrame(dims)
+    columns = [*KEYS, "quantity", "point", "value"]
+    return summary, pd.DataFrame(bounds), pd.DataFrame(dims), pd.DataFrame(points, columns=columns)
 
 
 def _identity(config) -> dict | None:
@@ -289,13 +336,15 @@ def write_aggregate(
     cost: str,
     curves: str | None = None,
     snr: str | None = None,
+    per_point: str | None = None,
 ) -> pd.DataFrame:
     """The tidy tables of the runs' metrics.json, the cost rule's tables of every dataset
     in one (``cost.csv``, see :mod:`vaeinf.study.cost`), the validation curves against
-    compute (``curves.csv``) and the gradient's SNR (``snr.csv``). Refuses runs whose files
-    disagree (:func:`check_runs`) before writing anything."""
+    compute (``curves.csv``), the gradient's SNR (``snr.csv``) and the per-point values
+    (``per_point.csv``). Refuses runs whose files disagree (:func:`check_runs`) before writing
+    anything."""
     check_runs(paths)
-    s, b, d = collect(paths)
+    s, b, d, q = collect(paths)
     c = pd.concat([pd.read_csv(p) for p in cost_paths], ignore_index=True)
     _write_csv(s, summary)
     _write_csv(b, bounds)
@@ -305,4 +354,6 @@ def write_aggregate(
         _write_csv(curve_table(paths, c), curves)
     if snr is not None:
         _write_csv(collect_snr(paths), snr)
+    if per_point is not None:
+        _write_csv(q, per_point)
     return s

@@ -26,10 +26,19 @@ TEST_POINTS = "test_nll.n"
 ACTIVE = "active_units.count"
 BOUND_GAP = "bound_gap"
 AIS_LOGP = "ais.mean"
-AIS_MINUS_IS = "gaps.ais_minus_is.mean"
+IS_SAME = "ais.is_same_points.mean"
+AIS_MINUS_IS = "ais.minus_is.mean"
+AIS_MINUS_IS_SE = "ais.minus_is.stderr"
 BDMC_GAP = "ais.bdmc.gap"
-APPROX_GAP = "gaps.own_family.approximation_gap.mean"
-AMORT_GAP = "gaps.own_family.amortization_gap.mean"
+#: The gap split the paper discusses: under the bound each encoder was trained with.
+APPROX_GAP = "gaps.training_bound.approximation_gap.mean"
+AMORT_GAP = "gaps.training_bound.amortization_gap.mean"
+#: The same under the ELBO (Cremer et al. 2018's definition).
+APPROX_GAP_ELBO = "gaps.own_family.approximation_gap.mean"
+AMORT_GAP_ELBO = "gaps.own_family.amortization_gap.mean"
+GAUSS_MINUS_Q = "gaps.gaussian.minus_q_phi.mean"
+MI = "collapse.mutual_information.value"
+KL_TOTAL = "collapse.kl_total"
 EPOCH_S = "epoch_s_fastest"
 TEST_LK = "test_LK"
 #: The gradient's SNR (vaeinf.evaluation.snr): the fitted slope of log SNR against log K of the
@@ -54,13 +63,13 @@ def _first(df: pd.DataFrame, column: str):
 
 
 def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks: list[int],
-            n_seeds: int) -> tuple[dict, dict]:  # fmt: skip
-    """(claim, basis): the phrases the Results and Discussion use, chosen by the runs of one
-    dataset (see :mod:`vaeinf.report.claims`), and for each the numbers and rule behind it."""
+            n_seeds: int) -> dict:  # fmt: skip
+    """The phrases the Results and Discussion use, chosen by the runs of one dataset (see
+    :mod:`vaeinf.report.claims`): a tree of :class:`vaeinf.report.claims.Claim`."""
     k_min, k_max = ks[0], ks[-1]
     present = [m for m in methods if (df["method"] == m).any()]
     across_k = f"from K = {k_min} to K = {k_max}"
-    claim: dict = {"rule": claims.Claim(claims.rule_text(n_seeds), f"{n_seeds} seeds")}
+    claim: dict = {}
 
     def k_change(column: str, words: claims.Words, what: str) -> claims.Claim:
         return claims.grouped(
@@ -79,9 +88,18 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
 
     def best(column: str, what: str, K: int, lower: bool = True) -> claims.Claim:
         values = claims.long_values(df, column, "method", {"K": K})
-        return claims.ranking(values, what, lower_is_better=lower)
+        return claims.ranking(
+            values, what, lower_is_better=lower,
+            test_set=(df, column, lambda m: {"method": m, "K": K}),
+        )  # fmt: skip
 
-    # Likelihood: the best cell of the grid, the best method at each end of K, the effect of K.
+    def has(column: str) -> bool:
+        return column in df and bool(df[column].notna().any())
+
+    na = claims.Claim("n/a (not evaluated in this study)", "no values in summary.csv")
+
+    # Likelihood: the best cell of the grid, the best method at each end of K, the effect of K
+    # (IS on every test point).
     cells = pd.DataFrame(
         {
             "key": list(zip(df["method"], df["K"], strict=True)),
@@ -94,6 +112,7 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
             cells,
             "test NLL of the grid",
             name=lambda c: f"{c[0]} at K = {c[1]}",
+            test_set=(df, NLL, lambda c: {"method": c[0], "K": c[1]}),
         ),
         # The text names K before these phrases.
         "best_kmin": best(NLL, "test NLL", k_min),
@@ -112,7 +131,7 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
         vs_vae = claims.Words(
             up="is higher than the VAE's",
             down="is lower than the VAE's",
-            null="does not differ from the VAE's beyond seed-to-seed spread",
+            null="does not differ from the VAE's beyond its uncertainty",
             same="equals the VAE's in every seed",
         )
         claim["likelihood"]["vs_vae_kmin"] = claims.grouped(
@@ -125,25 +144,34 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
         )
     else:
         claim["likelihood"]["vs_vae_kmin"] = claims.Claim("n/a (no VAE in the study)", "no vae")
+
+    # The same rankings under IS and AIS on the AIS subset (the same points), and where they
+    # disagree.
+    for key in ("best_kmin_is", "best_kmax_is", "best_kmin_ais", "best_kmax_ais", "ranks"):
+        claim["likelihood"][key] = na
+    if has(AIS_LOGP) and has(IS_SAME):
+        for K, end in ((k_min, "kmin"), (k_max, "kmax")):
+            claim["likelihood"][f"best_{end}_is"] = best(IS_SAME, "IS estimate", K, lower=False)
+            claim["likelihood"][f"best_{end}_ais"] = best(AIS_LOGP, "AIS estimate", K, lower=False)
+        claim["likelihood"]["ranks"] = rank_agreement(df, present, ks)
+
     claim["bound"] = {"k_effect": k_change(BOUND_GAP, claims.Words(), "bound gap")}
     claim["latent"] = {
         "k_effect": k_change(
             ACTIVE, claims.Words("rises", "falls", unit="units", digits=1), "active units"
-        )
+        ),
+        "mi_vs_kl": mi_versus_kl(df),
+        "active_collapsed": active_and_collapsed(df),
     }
     claim["cost"] = {
         "trend": claims.cost_trend(cost, present)
         if cost is not None and len(cost)
         else claims.Claim("n/a (no cost table)", "no cost table")
     }
-    # AIS against the IS estimate, BDMC, and the gap split (Cremer et al. 2018): n/a where the
-    # study's evaluation left them out (eval.ais_points, bdmc_points or gap_points 0).
-    na = claims.Claim("n/a (not evaluated in this study)", "no values in summary.csv")
-
-    def has(column: str) -> bool:
-        return column in df and bool(df[column].notna().any())
-
-    claim["ais"] = {"is_vs_ais": na, "bdmc": na}
+    # AIS against the IS estimate on the same points, BDMC, and the gap split (Cremer et al.
+    # 2018): n/a where the study's evaluation left them out (eval.ais_points, bdmc_points or
+    # gap_points 0).
+    claim["ais"] = {"is_vs_ais": na, "agreement": na, "bdmc": na}
     if has(AIS_MINUS_IS):
         claim["ais"]["is_vs_ais"] = claims.grouped(
             {m: claims.over_seeds(df, AIS_MINUS_IS, {"method": m, "K": k_max}) for m in present},
@@ -151,59 +179,230 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
             claims.Words(
                 up="is looser than AIS",
                 down="is tighter than AIS",
-                null="agrees with AIS within seed-to-seed spread",
+                null="agrees with AIS within its uncertainty",
             ),
         )
+        claim["ais"]["agreement"] = ais_agreement(df)
     if has(BDMC_GAP):
-        bdmc = df.dropna(subset=[BDMC_GAP])
-        worst = bdmc.loc[bdmc[BDMC_GAP].idxmax()]
-        # E[upper] >= log p(x) >= E[lower]: a negative gap is the noise of the two bounds.
-        negative = int((bdmc[BDMC_GAP] < 0).sum())
-        noise = (
-            f"; negative in {negative} of them, which only the noise of the two stochastic "
-            "bounds can cause"
-            if negative
-            else ""
-        )
-        claim["ais"]["bdmc"] = claims.Claim(
-            f"at most {bdmc[BDMC_GAP].max():.3f} nats ({worst['method']} at "
-            f"K = {int(worst['K'])}, seed {int(worst['seed'])}; mean over the "
-            f"{len(bdmc)} runs {bdmc[BDMC_GAP].mean():.3f} nats{noise})",
-            "BDMC gap per run: "
-            + ", ".join(
-                f"{m}/K={k}/seed={s}: {g:.4g}"
-                for m, k, s, g in zip(
-                    bdmc["method"], bdmc["K"], bdmc["seed"], bdmc[BDMC_GAP], strict=True
-                )
-            ),
-        )
-    claim["gaps"] = dict.fromkeys(("amort_best_kmin", "amort_best_kmax", "approx_k", "amort_k"), na)
+        claim["ais"]["bdmc"] = bdmc_claim(df)
+    gap_keys = ("amort_best_kmin", "amort_best_kmax", "approx_k", "amort_k", "amort_k_elbo",
+                "yardstick", "flagged")  # fmt: skip
+    claim["gaps"] = dict.fromkeys(gap_keys, na)
     if has(AMORT_GAP):
         claim["gaps"] = {
             "amort_best_kmin": best(AMORT_GAP, "amortization gap", k_min),
             "amort_best_kmax": best(AMORT_GAP, "amortization gap", k_max),
             "approx_k": k_change(APPROX_GAP, claims.Words(), "approximation gap"),
             "amort_k": k_change(AMORT_GAP, claims.Words(), "amortization gap"),
+            "amort_k_elbo": k_change(AMORT_GAP_ELBO, claims.Words(), "ELBO amortization gap"),
+            "yardstick": yardstick(df, present, k_max),
+            "flagged": flagged_gaps(df),
         }
-
-    def split(tree: dict) -> tuple[dict, dict]:
-        text, basis = {}, {}
-        for k, v in tree.items():
-            if isinstance(v, dict):
-                text[k], basis[k] = split(v)
-            else:
-                text[k], basis[k] = v.text, v.basis
-        return text, basis
-
-    return split(claim)
+    return claim
 
 
-def _ablation_claims(
-    df: pd.DataFrame, cost: pd.DataFrame | None, labels: dict
-) -> tuple[dict, dict]:
-    """(claim, basis) of the Ablations section: each named variant against its base method at
-    the same K, paired over seeds (test NLL, training bound, active units), and its time per
-    epoch against its base's (the cost rule's table)."""
+def rank_agreement(df: pd.DataFrame, methods: list[str], ks: list[int]) -> claims.Claim:
+    """Where IS and AIS on the same points order the methods differently: per K, the pairs of
+    methods whose order by the mean over seeds differs, with the paired difference under each;
+    ``"order the methods alike at K = 1 and 5; at K = 50 swap iwae and semi_amortized (IS
+    puts ...)"``. The caller puts the subject ("IS and AIS on the same points") in front."""
+    same, swapped, basis = [], [], []
+    for K in ks:
+        d = df[df["K"] == K]
+        m_is = d.groupby("method")[IS_SAME].mean().reindex(methods).dropna()
+        m_ais = d.groupby("method")[AIS_LOGP].mean().reindex(methods).dropna()
+        common = [m for m in methods if m in m_is.index and m in m_ais.index]
+        order_is = sorted(common, key=lambda m: -m_is[m])
+        order_ais = sorted(common, key=lambda m: -m_ais[m])
+        basis.append(f"K = {K}: IS order {', '.join(order_is)}; AIS order {', '.join(order_ais)}")
+        # A pair disagrees when the two estimates put it in strictly opposite orders.
+        pairs = [
+            (a, b)
+            for i, a in enumerate(order_is)
+            for b in order_is[i + 1 :]
+            if (m_is[a] - m_is[b]) * (m_ais[a] - m_ais[b]) < 0
+        ]
+        if not pairs:
+            same.append(K)
+            continue
+        words = []
+        for a, b in pairs:
+            e_is = claims.paired(df, IS_SAME, {"method": b, "K": K}, {"method": a, "K": K},
+                                 f"IS {a} − {b}, K = {K}")  # fmt: skip
+            e_ais = claims.paired(df, AIS_LOGP, {"method": b, "K": K}, {"method": a, "K": K},
+                                  f"AIS {a} − {b}, K = {K}")  # fmt: skip
+            words.append(
+                f"{a} and {b} (IS puts {a} higher by {e_is.pm('nats', signed=True)}, "
+                f"{'resolved' if e_is.resolved else 'within its uncertainty'}; AIS by "
+                f"{e_ais.pm('nats', signed=True)}, "
+                f"{'resolved' if e_ais.resolved else 'within its uncertainty'})"
+            )
+            basis += [e_is.basis(), e_ais.basis()]
+        swapped.append(f"at K = {K} swap {join(words)}")
+    parts = []
+    if same:
+        parts.append(f"order the methods alike at K = {join(same)}")
+    parts += swapped
+    text = "; ".join(parts) if parts else "cannot be compared: no K has both estimates"
+    return claims.Claim(text, "; ".join(basis))
+
+
+def ais_agreement(df: pd.DataFrame) -> claims.Claim:
+    """How well IS and AIS on the same points agree over the runs: the mean over runs of
+    log p_AIS - log p_IS with its standard error over runs, its range, and the runs below -3 of
+    their own paired standard errors (``"+0.004 ± 0.003 nats (mean over the 54 runs; from
+    −0.05 to +0.06), no run below −3 standard errors"``)."""
+    d = df.dropna(subset=[AIS_MINUS_IS])
+    v = d[AIS_MINUS_IS].to_numpy(float)
+    z = v / d[AIS_MINUS_IS_SE].to_numpy(float)
+    below = d[z < -3]
+    se = float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
+    worst = ", ".join(
+        f"{r.method} at K = {int(r.K)}, seed {int(r.seed)}" for r in below.itertuples()
+    )
+    tail = (
+        "no run below −3 of its paired standard errors"
+        if below.empty
+        else f"{len(below)} run{'s' if len(below) > 1 else ''} below −3 of its paired "
+        f"standard errors ({worst})"
+    )
+    text = (
+        f"{np.mean(v):+.3f} ± {se:.3f} nats (mean ± s.e. over the {len(v)} runs; per run from "
+        f"{v.min():+.3f} to {v.max():+.3f}), {tail}"
+    ).replace("-", "−")
+    basis = "log p_AIS − log p_IS per run (z = mean / paired s.e.): " + ", ".join(
+        f"{r.method}/K={int(r.K)}/seed={int(r.seed)}: {a:+.4g} (z {b:+.2f})"
+        for r, a, b in zip(d.itertuples(), v, z, strict=True)
+    )
+    return claims.Claim(text, basis)
+
+
+def bdmc_claim(df: pd.DataFrame) -> claims.Claim:
+    """The BDMC gap over the runs: mean ± s.e. over runs and the largest."""
+    bdmc = df.dropna(subset=[BDMC_GAP])
+    g = bdmc[BDMC_GAP].to_numpy(float)
+    worst = bdmc.loc[bdmc[BDMC_GAP].idxmax()]
+    se = float(np.std(g, ddof=1) / math.sqrt(len(g))) if len(g) > 1 else math.nan
+    # E[upper] >= log p(x) >= E[lower]: a negative gap is the noise of the two bounds.
+    negative = int((g < 0).sum())
+    noise = (
+        f"; negative in {negative} runs, which only the noise of the two stochastic bounds "
+        "can cause"
+        if negative
+        else ""
+    )
+    text = (
+        f"{g.mean():.3f} ± {se:.3f} nats on average over the {len(g)} runs, at most "
+        f"{g.max():.3f} nats ({worst['method']} at K = {int(worst['K'])}, seed "
+        f"{int(worst['seed'])}){noise}"
+    )
+    basis = "BDMC gap per run: " + ", ".join(
+        f"{m}/K={k}/seed={s}: {v:.4g}"
+        for m, k, s, v in zip(bdmc["method"], bdmc["K"], bdmc["seed"], g, strict=True)
+    )
+    return claims.Claim(text, basis)
+
+
+def flagged_gaps(df: pd.DataFrame) -> claims.Claim:
+    """The runs whose approximation or amortization gap (either bound) is below -3 standard
+    errors (``gaps.flags``), or that none is."""
+    col = "gaps.flagged"
+    if col not in df:
+        return claims.Claim("n/a (not evaluated)", "no gaps.flagged column")
+    d = df.dropna(subset=[col])
+    bad = d[d[col].astype(bool)]
+    if bad.empty:
+        return claims.Claim(
+            f"in none of the {len(d)} runs is an approximation or amortization gap below −3 "
+            "standard errors",
+            f"gaps.flagged false in all {len(d)} runs",
+        )
+    who = join(f"{r.method} at K = {int(r.K)}, seed {int(r.seed)}" for r in bad.itertuples())
+    return claims.Claim(
+        f"in {len(bad)} of the {len(d)} runs a gap lies below −3 standard errors, and those "
+        f"runs are flagged ({who})",
+        f"gaps.flagged true for {who}",
+    )
+
+
+def yardstick(df: pd.DataFrame, methods: list[str], K: int) -> claims.Claim:
+    """The best diagonal Gaussian against each trained posterior under the ELBO, signed, at K
+    (``gaps.gaussian.minus_q_phi``): negative where the posterior's family beats every
+    Gaussian."""
+    if not (GAUSS_MINUS_Q in df and df[GAUSS_MINUS_Q].notna().any()):
+        return claims.Claim("n/a (not evaluated)", "no values")
+    return claims.grouped(
+        {m: claims.over_seeds(df, GAUSS_MINUS_Q, {"method": m, "K": K}) for m in methods},
+        claims.Words(
+            up="is above the trained posterior's",
+            down="is below the trained posterior's",
+            null="does not differ from the trained posterior's beyond its uncertainty",
+        ),
+    )
+
+
+def mi_versus_kl(df: pd.DataFrame) -> claims.Claim:
+    """Whether the mutual information is at most the KL in every run where both exist (the
+    identity E_x KL(q(z|x) || p(z)) = I(x; z) + KL(q(z) || p(z)))."""
+    col = "collapse.mutual_information.below_kl"
+    d = df.dropna(subset=[c for c in (MI, KL_TOTAL) if c in df])
+    if col not in d or d.empty:
+        return claims.Claim("n/a (no run has both)", "no values")
+    d = d.dropna(subset=[col])
+    bad = d[~d[col].astype(bool)]
+    margin = (d[KL_TOTAL] - d[MI]).to_numpy(float)
+    basis = "KL − MI per run: " + ", ".join(
+        f"{r.method}/K={int(r.K)}/seed={int(r.seed)}: {v:+.4g}"
+        for r, v in zip(d.itertuples(), margin, strict=True)
+    )
+    if bad.empty:
+        return claims.Claim(
+            f"is below the KL in every one of the {len(d)} runs where both are defined "
+            f"(KL − MI from {margin.min():.2f} to {margin.max():.2f} nats)",
+            basis,
+        )
+    who = join(f"{r.method} at K = {int(r.K)}, seed {int(r.seed)}" for r in bad.itertuples())
+    return claims.Claim(f"exceeds the KL in {len(bad)} of {len(d)} runs ({who})", basis)
+
+
+def active_and_collapsed(df: pd.DataFrame) -> claims.Claim:
+    """The units counted both active and collapsed over the runs (none by construction, see
+    :mod:`vaeinf.evaluation.latent`)."""
+    col = "collapse.active_and_collapsed"
+    if col not in df:
+        return claims.Claim("n/a", "no values")
+    total = int(pd.to_numeric(df[col], errors="coerce").fillna(0).sum())
+    text = (
+        "no unit of any run is both active and collapsed"
+        if total == 0
+        else f"{total} units are counted both active and collapsed"
+    )
+    return claims.Claim(text, f"sum of {col} over {len(df)} runs: {total}")
+
+
+def _as_tree(text: dict, basis: dict) -> dict:
+    """The tree of :class:`claims.Claim` of a (text, basis) pair of trees (see :func:`_split`)."""
+    return {
+        k: _as_tree(v, basis[k]) if isinstance(v, dict) else claims.Claim(v, basis[k])
+        for k, v in text.items()
+    }
+
+
+def _split(tree: dict) -> tuple[dict, dict]:
+    """(text, basis) trees of a tree of claims."""
+    text, basis = {}, {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            text[k], basis[k] = _split(v)
+        else:
+            text[k], basis[k] = v.text, v.basis
+    return text, basis
+
+
+def _ablation_claims(df: pd.DataFrame, cost: pd.DataFrame | None, labels: dict) -> dict:
+    """The claims of the Ablations section: each named variant against its base method at the
+    same K, paired over seeds (test NLL, training bound, active units), and its time per epoch
+    against its base's (the cost rule's table)."""
     named = df[df["variant"] != df["method"]][["variant", "method", "K"]].drop_duplicates()
     pairs = {
         (labels.get(v, v), int(K)): (m, v, int(K)) for v, m, K in named.itertuples(index=False)
@@ -243,7 +442,7 @@ def _ablation_claims(
             if cost is not None and "variant" in cost
             else claims.Claim("n/a (no cost table)", "no cost table"),
         }
-    return {k: c.text for k, c in claim.items()}, {k: c.basis for k, c in claim.items()}
+    return claim
 
 
 def _compute_claims(
@@ -435,6 +634,7 @@ def paper_variables(
     config: dict,
     cost: pd.DataFrame | None = None,
     curves: pd.DataFrame | None = None,
+    per_point: pd.DataFrame | None = None,
 ) -> dict:
     """The numbers and phrases the paper's text quotes, as ``{{< var ... >}}`` keys.
 
@@ -445,6 +645,11 @@ def paper_variables(
     each. Times come from the cost rule's table ``cost`` (:mod:`vaeinf.study.cost`), not the
     training logs. Every key the text uses is always present (``n/a`` when a method the sentence
     names is not part of the study), so the text never breaks.
+
+    ``per_point`` (the runs' per-point values, ``per_point.csv``) adds the test set's part to
+    every uncertainty, and every test behind a claim is one of a family held at a familywise
+    error rate by Holm's procedure (:mod:`vaeinf.report.claims`): the claims are computed
+    twice, first to collect the tests, then to word them by their Holm decisions.
     """
     from vaeinf.study.grid import labels as study_labels
     from vaeinf.study.grid import runs
@@ -494,11 +699,25 @@ def paper_variables(
         if ("vae", k_min) in sec.index
         else "n/a"
     )
-    claim, basis = _claims(df, c, methods, ks, len(seeds))
-    claim["ablations"], basis["ablations"] = _ablation_claims(every, c_every, labels)
     c_curves = curves[curves["dataset"] == primary] if curves is not None else None
-    claim["compute"], basis["compute"] = _compute_claims(df, c_curves, methods, labels)
-    claim["tighter"], basis["tighter"] = _tighter_bounds_claims(every, labels)
+
+    def all_claims() -> dict:
+        tree = _claims(df, c, methods, ks, len(seeds))
+        tree["ablations"] = _ablation_claims(every, c_every, labels)
+        tree["compute"] = _as_tree(*_compute_claims(df, c_curves, methods, labels))
+        tree["tighter"] = _as_tree(*_tighter_bounds_claims(every, labels))
+        return tree
+
+    with claims.points(per_point):
+        with claims.family() as fam:
+            all_claims()
+        fam.decisions = fam.holm()
+        with claims.family(fam):
+            tree = all_claims()
+    tree["rule"] = claims.Claim(
+        claims.rule_text(len(seeds), fam.size), f"{len(seeds)} seeds, {fam.size} tests"
+    )
+    claim, basis = _split(tree)
     named = list(config.get("variants") or {})
     trained = dict(zip(every["variant"], _objective(every), strict=True))
     objectives = [v for v in named if trained.get(v) in OTHER_OBJECTIVES]
@@ -508,6 +727,7 @@ def paper_variables(
     looseness = (
         df.groupby(["method", "K"])[AIS_MINUS_IS].mean() if AIS_MINUS_IS in df else pd.Series()
     )
+    bdmc = df[BDMC_GAP].dropna() if BDMC_GAP in df else pd.Series(dtype=float)
     ais = {
         "steps": _first(df, "ais.settings.steps"),
         "chains": _first(df, "ais.settings.chains"),
@@ -520,8 +740,15 @@ def paper_variables(
         "acceptance": _fmt(df["ais.acceptance"].mean()) if has_ais else "n/a",
         "qstar_steps": _first(df, "gaps.settings.max_steps"),
         "elbo_samples": _first(df, "gaps.settings.elbo_samples"),
+        "pilot_fraction": _first(df, "ais.settings.pilot_fraction"),
+        "pilot_chains": _first(df, "ais.settings.pilot_chains"),
         "ais_minus_is_min": _fmt(looseness.min()) if len(looseness) else "n/a",
         "ais_minus_is_max": _fmt(looseness.max()) if len(looseness) else "n/a",
+        # Over the runs: how far apart IS and AIS are on the same points, and the BDMC gap.
+        "agree_within": _fmt(looseness.abs().max()) if len(looseness) else "n/a",
+        "bdmc_mean": _fmt(bdmc.mean(), 3) if len(bdmc) else "n/a",
+        "bdmc_max": _fmt(bdmc.max(), 3) if len(bdmc) else "n/a",
+        "moment_samples": _first(df, "config.eval.moment_samples"),
     }
     return {
         "study": {
@@ -569,17 +796,19 @@ def write_variables(
     out: str | Path,
     cost_csv: str | Path | None = None,
     curves_csv: str | Path | None = None,
+    per_point_csv: str | Path | None = None,
 ) -> dict:
     """Write Quarto's ``_variables.yml`` from the summary table, the cost rule's table, the
-    validation curves against compute and the study config."""
+    validation curves against compute, the runs' per-point values and the study config."""
     cost = pd.read_csv(cost_csv) if cost_csv is not None else None
     curves = pd.read_csv(curves_csv) if curves_csv is not None else None
-    variables = paper_variables(pd.read_csv(summary_csv), config, cost, curves)
+    per_point = pd.read_csv(per_point_csv) if per_point_csv is not None else None
+    variables = paper_variables(pd.read_csv(summary_csv), config, cost, curves, per_point)
     header = (
         "# Generated by the workflow (rule variables, vaeinf.report.variables.write_variables)\n"
-        "# from results/summary.csv and results/cost.csv; do not edit. The paper quotes these as\n"
-        "# {{< var KEY >}}; claim.* are phrases chosen by the runs, basis.* the numbers behind\n"
-        "# each (vaeinf.report.claims).\n"
+        "# from results/summary.csv, per_point.csv and cost.csv; do not edit. The paper quotes\n"
+        "# these as {{< var KEY >}}; claim.* are phrases chosen by the runs, basis.* the numbers\n"
+        "# behind each (vaeinf.report.claims).\n"
     )
     atomic_write_text(out, header + yaml.safe_dump(variables, sort_keys=False, allow_unicode=True))
     return variables

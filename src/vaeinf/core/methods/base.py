@@ -93,27 +93,6 @@ class Posterior(nn.Module):
         """log q(z|x) at given z (K, B, D) -> (K, B), x broadcast over K. Optional."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form log q(z|x) at given z")
 
-    @torch.no_grad()
-    def mean(self, x: Tensor, n: int = 100) -> Tensor:
-        """E_q[z|x] of shape (B, D); Monte Carlo over ``n`` samples unless overridden."""
-        z, _ = self.rsample_and_log_prob(x, n)
-        return z.mean(0)
-
-    @torch.no_grad()
-    def dim_kl(self, x: Tensor, n: int = 100) -> Tensor:
-        """Per-dimension KL(q(z_i|x) || N(0, 1)), shape (B, D).
-
-        Default: the marginals q(z_i|x) are not available in closed form, so each is replaced by
-        the Gaussian with the same mean and variance, estimated from ``n`` samples. That Gaussian
-        KL is a moment-matched approximation, reported as such by the evaluator.
-        """
-        z, _ = self.rsample_and_log_prob(x, n)  # (n, B, D)
-        m, v = z.mean(0), z.var(0).clamp_min(1e-12)
-        return 0.5 * (v + m**2 - 1 - torch.log(v))
-
-    #: How :meth:`dim_kl` is computed, recorded in metrics.json.
-    dim_kl_kind: ClassVar[str] = "moment-matched Gaussian marginals (Monte Carlo)"
-
     def local_params(self, x: Tensor) -> dict[str, Tensor]:
         """The per-point variational parameters the encoder outputs for x (B, D_x), each a
         tensor with leading dimension B: the family over which q* is optimized per point

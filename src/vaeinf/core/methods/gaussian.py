@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Independent, Normal, kl_divergence
+from torch.distributions import Independent, Normal
 
 from vaeinf.core.methods.base import GAUSSIAN, Method, Posterior
 from vaeinf.core.nets import mlp
@@ -29,7 +29,6 @@ class GaussianEncoder(nn.Module):
 class GaussianPosterior(Posterior):
     """q(z|x) = N(mu(x), diag sigma(x)^2), sampled as z = mu + sigma * eps, eps ~ N(0, I)."""
 
-    dim_kl_kind = "closed form"
     family = GAUSSIAN
 
     def __init__(self, dim: int, latent: int, hidden: list[int], activation: str):
@@ -54,15 +53,6 @@ class GaussianPosterior(Posterior):
 
     def log_prob(self, z: Tensor, x: Tensor) -> Tensor:
         return Independent(self.dist(x), 1).log_prob(z)
-
-    @torch.no_grad()
-    def mean(self, x, n=100):
-        return self.encoder(x)[0]
-
-    @torch.no_grad()
-    def dim_kl(self, x, n=100):
-        q = self.dist(x)
-        return kl_divergence(q, Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale)))
 
     def local_params(self, x: Tensor) -> dict[str, Tensor]:
         """(mu, log sigma^2), each (B, D): the diagonal Gaussian family."""

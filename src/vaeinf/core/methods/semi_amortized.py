@@ -39,7 +39,6 @@ class SemiAmortizedPosterior(Posterior):
     module tree, so its parameters are neither duplicated in the state dict nor optimized twice).
     """
 
-    dim_kl_kind = "closed form (refined Gaussian)"
     family = GAUSSIAN
 
     def __init__(self, dim: int, latent: int, hidden: list[int], activation: str, options):
@@ -127,15 +126,6 @@ class SemiAmortizedPosterior(Posterior):
         in training mode the refinement's noise is drawn anew."""
         mu, log_var = self.refine(x)
         return gaussian_log_prob(z, mu, 0.5 * log_var)
-
-    @torch.no_grad()
-    def mean(self, x, n=100):
-        return self.refine(x)[0]
-
-    @torch.no_grad()
-    def dim_kl(self, x, n=100):
-        mu, log_var = self.refine(x)
-        return 0.5 * (torch.exp(log_var) + mu * mu - 1.0 - log_var)
 
     def local_params(self, x: Tensor) -> dict[str, Tensor]:
         """(mu_T, log sigma_T^2), each (B, D), after the refinement: the Gaussian family, so

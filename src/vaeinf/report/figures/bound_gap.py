@@ -1,4 +1,6 @@
-"""L_{nll_k} - L_K on the test set against the training K.
+"""The bound gap against the training K: log p^(x) (IS with K = nll_k samples) minus the bound
+each run was trained on at its training K (the ELBO for vae and avb, L_K for the methods
+trained on the importance-weighted bound; ``metrics.bound_gap``), on the test set.
 
 Drawn from results/summary.csv."""
 
@@ -20,5 +22,9 @@ INPUT = ("summary",)
 def draw(summary: pd.DataFrame, methods=None, **_) -> Figure:
     nll_k = int(summary["test_nll.K"].iloc[0])
     return style.per_dataset_lines(
-        summary, "bound_gap", f"$L_{{{nll_k}}} - L_K$ (nats, test)", methods, logy=False
+        summary,
+        "bound_gap",
+        f"$L_{{{nll_k}}}$ − training bound (nats, test)",
+        methods,
+        logy=False,
     )

@@ -118,7 +118,9 @@ def setup_markdown(config: dict) -> str:
         f"{{{', '.join(map(str, sorted(set(e.ks) | set(ks))))}}}. A latent unit is active when "
         f"$\\mathrm{{Cov}}_x(\\mathbb{{E}}_q[z_i \\mid x]) > {e.active_threshold:g}$ and "
         f"collapsed when its average KL(q(z~i~|x) ‖ p(z~i~)) is below "
-        f"{e.collapse_threshold:g} nats.",
+        f"{e.collapse_threshold:g} nats; a posterior without closed-form moments is described by "
+        f"{e.moment_samples} samples per test point, and the mutual information uses "
+        f"{e.mi_samples} sample{'s' if e.mi_samples != 1 else ''} per point.",
     ]
     lines += ["", "**Method settings** (`method_options`, defaults filled in):", ""]
     lines += method_options(config)
