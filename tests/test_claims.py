@@ -258,11 +258,19 @@ def snr_summary(seeds=(0, 1, 2)) -> pd.DataFrame:
                 spread = 3 * noise[s] if v == "vae" else noise[s]
                 rows.append(
                     {
-                        "dataset": "digits", "variant": v, "method": method, "K": k, "seed": s,
-                        "objective": objective, "estimator": estimator,
+                        "dataset": "digits",
+                        "variant": v,
+                        "method": method,
+                        "K": k,
+                        "seed": s,
+                        "objective": objective,
+                        "estimator": estimator,
                         NLL: 30.0 - 0.2 * (v == "miwae") + noise[s],
-                        "test_LK": -31.0 + noise[s], "test_nll.K": 100, "latent": 4,
-                        "active_units.count": 3, "bound_gap": 1.0,
+                        "test_LK": -31.0 + noise[s],
+                        "test_nll.K": 100,
+                        "latent": 4,
+                        "active_units.count": 3,
+                        "bound_gap": 1.0,
                         "snr.slope.encoder.rms.value": slope[v] + spread,
                         "snr.slope.encoder.rms.low": slope[v] + spread - 0.1,
                         "snr.slope.encoder.rms.high": slope[v] + spread + 0.1,
@@ -283,7 +291,9 @@ def test_slope_intervals_over_seeds_and_for_one_seed():
     assert s.n == 3 and s.value == pytest.approx(values.mean())
     assert (s.low, s.high) == pytest.approx((values.mean() - half, values.mean() + half))
     assert s.resolved and s.text().startswith("−0.50, 95 % interval −0.")
-    one = claims.slope(snr_summary((0,)), "snr.slope.encoder.rms.value", {"variant": "iwae", "K": 6})
+    one = claims.slope(
+        snr_summary((0,)), "snr.slope.encoder.rms.value", {"variant": "iwae", "K": 6}
+    )
     assert one.n == 1 and (one.low, one.high) == pytest.approx((-0.58, -0.38))  # the run's own
     assert claims.slope(df, "snr.slope.encoder.rms.value", {"variant": "nope"}) is None
 
