@@ -99,6 +99,26 @@ def test_piwae_gradients_are_those_of_its_two_objectives(x, estimator):
     assert max((a - b).abs().max() for a, b in zip(piwae, miwae_dec, strict=False)) > 1e-4
 
 
+@pytest.mark.parametrize(
+    "objective", [Objective("iwae"), Objective("miwae", groups=3), Objective("piwae", groups=2)]
+)
+def test_dreg_without_its_hook_is_the_same_gradient(x, objective):
+    """DReG's encoder weights w~^2 through a hook on z, or (bounds.hook_free) through a second
+    decoder pass with the decoder's parameters constant: the same gradient on the same
+    samples, and the same bound."""
+    model = make()
+    params = list(model.parameters())
+    hooked = grads(model, x, objective, "dreg", 4, params)
+    with bounds.hook_free():
+        free = grads(model, x, objective, "dreg", 4, params)
+    same(free, hooked, rtol=1e-4, atol=1e-6)
+    torch.manual_seed(5)
+    value = bounds.loss(model, x, 12, objective, "dreg")[1]
+    torch.manual_seed(5)
+    with bounds.hook_free():
+        torch.testing.assert_close(bounds.loss(model, x, 12, objective, "dreg")[1], value)
+
+
 def test_limits_hold_for_the_gradients(x):
     """MIWAE(1, K), CIWAE(0) and PIWAE(1, K) train as L_K; MIWAE(K, 1) and CIWAE(1) as the
     ELBO; CIWAE(beta) is beta ELBO's gradient + (1 - beta) L_K's, on the same samples."""

@@ -116,8 +116,9 @@ def test_batched_draws_are_each_draws_own_gradient(digits, method, estimator, op
     torch.manual_seed(1)
     ours = gradient_draws(loss_fn, params, 8)
     torch.manual_seed(1)
-    reference = vmap(grad(lambda p, _: loss_fn(p)), in_dims=(None, 0), randomness="different")(
-        params, torch.zeros(8)
+    copies = {k: v.expand(8, *v.shape).clone() for k, v in params.items()}
+    reference = vmap(grad(lambda p, _: loss_fn(p)), in_dims=(0, 0), randomness="different")(
+        copies, torch.zeros(8)
     )
     torch.manual_seed(1)
     nested = gradient_draws(loss_fn, params, 8, mode="nested")

@@ -182,7 +182,7 @@ class TrainConfig:
     max_steps: int | None = field(default=None, metadata=POSITIVE)
     val_k: int | None = field(default=None, metadata=POSITIVE)
     # The gradient's signal-to-noise ratio at the run's K at the start, the middle and the end
-    # of training (vaeinf.evaluation.snr): snr_draws draws of the samples (0: not measured) on a
+    # of training (vaeinf.core.snr): snr_draws draws of the samples (0: not measured) on a
     # fixed minibatch of snr_points training points, with its own random numbers (the training
     # is the same with or without it).
     snr_draws: int = field(default=32, metadata=limits(ge=0, le=MAX_SNR_DRAWS))

@@ -93,7 +93,7 @@ class _BernoulliLogProb(torch.autograd.Function):
 
     # The forward takes no ctx (setup_context saves the inputs) and the batching rule is
     # generated, so that torch.func transforms (vmap over the draws of a gradient, see
-    # vaeinf.evaluation.snr) apply to it as they do to plain tensor code.
+    # vaeinf.core.snr) apply to it as they do to plain tensor code.
     generate_vmap_rule = True
 
     @staticmethod

@@ -10,18 +10,17 @@ minibatch, over independent draws of the samples z ~ q(z|x). Each part
 (:meth:`Method.gradient_groups`) is summarized by the mean of SNR_j over its parameters (the
 summary of Rainforth et al.), by their median, and by the root mean square with the bias of the
 estimate under zero SNR removed (:func:`summarize`), each with a bootstrap interval over the
-draws.
-The training records it at the start, the middle and the end (:mod:`vaeinf.core.train`); the
-evaluation over a grid of K, with the slope of log SNR against log K
+draws. The training records it at the start, the middle and the end (:mod:`vaeinf.core.train`);
+the evaluation over a grid of K, with the slope of log SNR against log K
 (:mod:`vaeinf.evaluation.snr`).
 
 The draws are one batched computation (:func:`gradient_draws`): the loss is mapped over the
 draws by ``torch.func.vmap`` (randomness ``"different"``: every draw its own samples) with a
 copy of the parameters per draw, and one backward pass gives every draw's gradient, in chunks of
 draws sized from a memory budget, so memory does not grow with K (a method whose loss takes
-gradients itself declares another way, :attr:`Method.gradient_draws`). Every
-measurement runs in its own random stream (the caller's is left as it was) and in training mode,
-the gradient a training step would take.
+gradients itself declares another way, :attr:`Method.gradient_draws`). Every measurement runs in
+its own random stream (the caller's is left as it was) and in training mode, the gradient a
+training step would take.
 
 With R draws, the estimate of a parameter whose true SNR is 0 is about sqrt(2 / (pi R)) on
 average (|mean| of R draws over their s.d.): values near it are not resolved from zero, and a
@@ -118,16 +117,17 @@ def gradient_draws(
                 for (k, v), g in zip(leaves.items(), grads, strict=True):
                     out[k].append((torch.zeros_like(v) if g is None else g)[None])
                 continue
+            # A copy of the parameters per draw: what they make carries the draws' dimension.
+            copies = {
+                k: v.detach().unsqueeze(0).expand(n, *v.shape).clone() for k, v in params.items()
+            }
             if mode == "nested":
-                f = vmap(grad(lambda p, _: loss_fn(p)), in_dims=(None, 0), randomness="different")
-                grads = f({k: v.detach() for k, v in params.items()}, torch.zeros(n))
+                f = vmap(grad(lambda p, _: loss_fn(p)), in_dims=(0, 0), randomness="different")
+                grads = f(copies, torch.zeros(n))
                 for k in params:
                     out[k].append(grads[k])
                 continue
-            copies = {
-                k: v.detach().unsqueeze(0).expand(n, *v.shape).clone().requires_grad_()
-                for k, v in params.items()
-            }
+            copies = {k: v.requires_grad_() for k, v in copies.items()}
             f = vmap(lambda p, _: loss_fn(p), in_dims=(0, 0), randomness="different")
             total = f(copies, torch.zeros(n)).sum()
             grads = torch.autograd.grad(total, list(copies.values()), allow_unused=True)

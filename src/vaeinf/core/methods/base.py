@@ -244,7 +244,7 @@ class Method(nn.Module):
 
     def gradient_groups(self) -> dict[str, list[str]]:
         """The parameters whose gradient signal-to-noise ratio is measured
-        (:mod:`vaeinf.evaluation.snr`), by part: ``encoder`` (q's) and ``decoder`` (p's), each
+        (:mod:`vaeinf.core.snr`), by part: ``encoder`` (q's) and ``decoder`` (p's), each
         a list of names of :meth:`named_parameters`."""
         return {
             "encoder": [n for n, _ in self.named_parameters() if n.startswith("posterior.")],

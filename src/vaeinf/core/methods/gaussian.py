@@ -42,11 +42,11 @@ class GaussianPosterior(Posterior):
 
     def rsample_and_log_prob(self, x, K, stop_param_grad=False):
         q = self.dist(x)
-        # Normal.rsample's numbers, drawn out of place (torch.randn rather than an in-place
-        # normal_), so that vmap over independent draws gives each its own (see
-        # vaeinf.evaluation.snr).
-        eps = torch.randn((K, *q.loc.shape), dtype=q.loc.dtype, device=q.loc.device)
-        z = q.loc + eps * q.scale  # (K, B, D)
+        # Normal.rsample's numbers (and torch.compile's), drawn into a tensor shaped like the
+        # parameters, so that under vmap over draws of a gradient, where the parameters carry
+        # the draws' dimension, every draw gets its own (vaeinf.core.snr).
+        eps = torch.empty_like(q.loc.expand(K, *q.loc.shape)).normal_()  # (K, B, D)
+        z = q.loc + eps * q.scale
         if stop_param_grad:
             q = Normal(q.loc.detach(), q.scale.detach())
         return z, Independent(q, 1).log_prob(z)  # (K, B)
