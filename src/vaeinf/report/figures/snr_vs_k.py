@@ -48,7 +48,7 @@ def draw(snr: pd.DataFrame, methods=None, **_) -> Figure:
     d = d[d[SUMMARY] > 0]  # a bias-corrected SNR of 0 has no place on log axes
     datasets = style.datasets_order(snr) or ["(no data)"]
     labels = style.methods_order(d, methods) if len(d) else []
-    colours = style.palette(labels)
+    styles = style.series_styles(d, labels) if len(d) else {}
     fig, axes = plt.subplots(
         len(datasets), 2, figsize=(9.0, 3.4 * len(datasets)), squeeze=False, sharex=True
     )
@@ -63,8 +63,9 @@ def draw(snr: pd.DataFrame, methods=None, **_) -> Figure:
                     s.index,
                     s["mean"],
                     yerr=s["std"].fillna(0),
-                    color=colours[label],
-                    marker="o",
+                    color=styles[label]["color"],
+                    marker=styles[label]["marker"],
+                    ls="--" if styles[label]["dash"] else "-",
                     ms=4,
                     capsize=2,
                     label=label,
