@@ -179,3 +179,16 @@ def test_flow_q_star_optimizes_its_own_family(digits):
 def test_config_keys_are_range_checked(key, value, match):
     with pytest.raises(ConfigError, match=match):
         load_config(overrides={"eval": {key: value}})
+
+
+def test_an_encoder_trained_on_the_elbo_has_one_split(digits):
+    """A run whose objective is the ELBO (the VAE at any K) is split under the ELBO alone; the
+    bound's name says which bound a split is under."""
+    model = _train("vae", digits, steps=20)
+    x = digits.test[:6]
+    out = gaps.gap_split(
+        model, x, torch.zeros(6), gaps.QStarSettings(max_steps=5, elbo_samples=20), 64, 5, "elbo"
+    )
+    assert out["training_bound"]["same_as_elbo"] and out["training_bound"]["bound"] == "ELBO"
+    assert gaps.bound_name(1) == gaps.bound_name(50, "elbo") == "ELBO"
+    assert gaps.bound_name(50) == "L_50"
