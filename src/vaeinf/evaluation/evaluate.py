@@ -218,7 +218,7 @@ def objective_of(model: Method):
 
 
 #: Samples per point (in draws of K) of a training objective estimated directly.
-DIRECT_SAMPLES = 100
+DIRECT_SAMPLES = 20
 
 
 @torch.no_grad()
