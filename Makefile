@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml
 
 # The default study (config/config.yaml) end to end: every run, the aggregate tables, figures
 # and paper inputs, the manuscript check, and the rendered paper when Quarto is on PATH.
+# Snakemake runs under the job server (vaeinf.study.jobserver): torch is imported once and every
+# train, evaluate and cost job is a fork of it, instead of a process that imports it again.
 study: $(STAMP)
-	$(VENV)/bin/snakemake --cores $(CORES)
+	$(PY) -m vaeinf.study.jobserver $(VENV)/bin/snakemake --cores $(CORES)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile

@@ -7,15 +7,15 @@
 # Results-path convention (one run = one target, so one run can be rebuilt alone):
 #
 #   results/{dataset}/{variant}/k{K}/seed{seed}/  config.yaml, eval.yaml, checkpoint.pt,
-#                                                 train_log.csv, model.pt, metrics.json,
-#                                                 samples.npz (names: vaeinf.rundir)
+#                                                 train_log.csv, train_snr.json, model.pt,
+#                                                 metrics.json, samples.npz (names: vaeinf.rundir)
 #   logs/{dataset}/{variant}/k{K}/seed{seed}/     train.log, evaluate.log
 #   benchmarks/{dataset}/{variant}/k{K}/seed{seed}/  train.tsv, evaluate.tsv
 #
 # {variant} is a method (each of `methods` is a variant of itself) or a named ablation of
 # `variants` (a base method with run config overrides; vaeinf.study.grid).
-#   results/summary.csv, bounds.csv, per_dim.csv, per_point.csv  every run's metrics, tidy
-#                                                 (rule aggregate)
+#   results/summary.csv, bounds.csv, per_dim.csv, per_point.csv, curves.csv, snr.csv
+#                                                 every run's metrics, tidy (rule aggregate)
 #   paper/_generated/{tables,figures}/, paper/_generated/setup.md, paper/_variables.yml
 #   paper/_output/index.{html,pdf}                the rendered paper (rule paper, needs Quarto)
 #   paper/_output/preview.{html,pdf}              without Quarto: a preview (rule preview)

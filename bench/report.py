@@ -53,6 +53,8 @@ def sections(args) -> list[tuple[str, list[str]]]:
         out.append(
             ("AIS cost per point, chain and intermediate distribution", [str(ais), *threads])
         )
+    jobs = [str(HERE / "jobs.py"), *(["--repeats", "2"] if args.quick else [])]
+    out.append(("What a study job costs: its own process, or a fork of the job server", jobs))
     return out
 
 

@@ -255,6 +255,161 @@ def test_claims_the_text_uses_exist_when_ais_was_not_evaluated():
     assert v["claim"]["cost"]["trend"].startswith("n/a") and v["result"]["time_kmin"] == "n/a"
 
 
+# ---------------------------------------------------------------------------------------------
+# Training compute: budgets, the best cell within a budget, the K turn, the converged count
+
+
+def curve_frame(cells: dict, seeds=(0, 1, 2)) -> pd.DataFrame:
+    """curves.csv rows: cells maps (label, K) -> (compute per epoch, [bound after each epoch]);
+    seed s adds 0.01 * s to every bound (a spread the ranking must see through)."""
+    rows = []
+    for (label, K), (per_epoch, bounds) in cells.items():
+        for s in seeds:
+            for e, b in enumerate(bounds, 1):
+                rows.append({"dataset": "digits", "variant": label, "method": label,
+                             "label": label, "K": K, "seed": s, "epoch": e,
+                             "compute": per_epoch * e, "val_bound": b + 0.01 * s})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_compute_budgets_and_the_best_cell_within_each():
+    """A cheap cell (10 units an epoch) that rises slowly and a costly one (100 units) that
+    rises fast: the costly cell is best within 100 and 200 units, the cheap one within 400.
+    The budgets run from 100 (every cell has an epoch) to the median final compute (400)."""
+    c = curve_frame(
+        {
+            ("cheap", 1): (10.0, [-30 + 0.5 * e for e in range(1, 41)]),  # -25 at 100, -10 at 400
+            ("costly", 50): (100.0, [-20.0, -15.0, -12.0, -11.0]),  # -20 at 100, -11 at 400
+        }
+    )
+    assert claims.compute_budgets(c) == [100.0, 200.0, 400.0]
+    at = claims.at_budget(c, 100.0)
+    best = dict(zip(zip(at["label"], at["seed"], strict=True), at["val_bound"], strict=True))
+    assert best[("cheap", 0)] == pytest.approx(-25.0) and best[("costly", 0)] == -20.0
+    assert claims.best_at_budget(c, 100.0, "VAE K = 1").text.startswith(
+        "at 100 VAE K = 1 steps, costly at K = 50 has the highest validation bound (-19.99 nats), "
+        "5.00 ± 0.00 nats above the runner-up cheap at K = 1"
+    )
+    assert "costly at K = 50 has" in claims.best_at_budget(c, 200.0, "u").text
+    assert "cheap at K = 1 has" in claims.best_at_budget(c, 400.0, "u").text
+    # Within 50 units only the cheap cell has trained an epoch.
+    assert (
+        "cheap at K = 1 has the only validation bound" in claims.best_at_budget(c, 50.0, "u").text
+    )
+
+
+def test_k_turn_places_where_more_samples_stop_paying():
+    """Test NLL falls by 1 nat from K = 1 to 2 and from 2 to 5, then by 0.001 (within a seed
+    spread of 0.1): the turn is K = 5."""
+    spread = {0: 0.0, 1: 0.1, 2: -0.1}
+    drop = {1: 0.0, 2: -1.0, 5: -2.0, 10: -2.001, 50: -2.0}
+    df = runs(lambda m, k, s: 90 + drop[k] + spread[s] * (k >= 10), methods=("iwae",),
+              ks=(1, 2, 5, 10, 50))  # fmt: skip
+    c = claims.k_turn(df, "iwae", NLL, "IWAE")
+    assert c.text.startswith("for IWAE, more samples pay up to K = 5 (K = 2 → 5: −1.00")
+    assert "no further (K = 5 → 10" in c.text
+    still = runs(lambda m, k, s: 90 - math.log(k) + 0.01 * s, methods=("vae",), ks=(1, 5, 50))
+    assert "still pay at the largest K (K = 5 → 50" in claims.k_turn(still, "vae", NLL, "VAE").text
+    flat = runs(lambda m, k, s: 90 + 0.1 * ((s + k) % 3), methods=("vae",), ks=(1, 5, 50))
+    assert "do not pay beyond K = 1" in claims.k_turn(flat, "vae", NLL, "VAE").text
+
+
+def test_converged_count():
+    s = pd.DataFrame({"training.stopped_by": ["converged", "cap", "converged", "budget"]})
+    c = claims.converged(s)
+    assert c.text.startswith("2 of 4 runs converged")
+    assert "1 reached the epoch cap" in c.text and "1 spent the step budget" in c.text
+
+
+# Are tighter bounds better? Slopes of the gradient SNR and the objectives against IWAE
+
+
+def snr_summary(seeds=(0, 1, 2)) -> pd.DataFrame:
+    """vae, iwae, iwae-dreg and an MIWAE variant at K = 6 (iwae and vae at 1 too), with the
+    encoder's SNR slope -0.5 + seed noise for iwae, +0.2 for DReG, 0 +- noise for vae."""
+    noise = {0: 0.02, 1: -0.01, 2: -0.015}
+    slope = {"vae": 0.0, "iwae": -0.5, "iwae-dreg": 0.2, "miwae": -0.3}
+    rows = []
+    for v, method, objective, estimator, ks in [
+        ("vae", "vae", "elbo", "standard", (1, 6)),
+        ("iwae", "iwae", "iwae", "standard", (1, 6)),
+        ("iwae-dreg", "iwae", "iwae", "dreg", (6,)),
+        ("miwae", "iwae", "miwae", "standard", (6,)),
+    ]:
+        for k in ks:
+            for s in seeds:
+                spread = 3 * noise[s] if v == "vae" else noise[s]
+                rows.append(
+                    {
+                        "dataset": "digits",
+                        "variant": v,
+                        "method": method,
+                        "K": k,
+                        "seed": s,
+                        "objective": objective,
+                        "estimator": estimator,
+                        NLL: 30.0 - 0.2 * (v == "miwae") + noise[s],
+                        "test_LK": -31.0 + noise[s],
+                        "test_nll.K": 100,
+                        "latent": 4,
+                        "active_units.count": 3,
+                        "bound_gap": 1.0,
+                        "snr.slope.encoder.rms.value": slope[v] + spread,
+                        "snr.slope.encoder.rms.low": slope[v] + spread - 0.1,
+                        "snr.slope.encoder.rms.high": slope[v] + spread + 0.1,
+                        "snr.slope.decoder.rms.value": 0.45 + noise[s],
+                        "snr.training.start.encoder.rms": 1.0,
+                        "snr.training.end.encoder.rms": 0.5 + (v == "miwae") * 0.3 + noise[s],
+                        "snr.training.end.decoder.rms": 2.0 + noise[s],
+                    }  # fmt: skip
+                )
+    return pd.DataFrame(rows)
+
+
+def test_slope_intervals_over_seeds_and_for_one_seed():
+    df = snr_summary()
+    s = claims.slope(df, "snr.slope.encoder.rms.value", {"variant": "iwae", "K": 6})
+    values = np.array([-0.5 + d for d in (0.02, -0.01, -0.015)])
+    half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / math.sqrt(3)
+    assert s.n == 3 and s.value == pytest.approx(values.mean())
+    assert (s.low, s.high) == pytest.approx((values.mean() - half, values.mean() + half))
+    assert s.resolved and s.text().startswith("−0.50, 95 % interval −0.")
+    column = "snr.slope.encoder.rms.value"
+    one = claims.slope(snr_summary((0,)), column, {"variant": "iwae", "K": 6})
+    assert one.n == 1 and (one.low, one.high) == pytest.approx((-0.58, -0.38))  # the run's own
+    assert claims.slope(df, "snr.slope.encoder.rms.value", {"variant": "nope"}) is None
+
+
+def test_the_section_on_tighter_bounds_reads_the_runs():
+    cfg = {"datasets": ["digits"], "methods": ["vae", "iwae"], "Ks": [1, 6], "seeds": [0, 1, 2],
+           "run": {}, "variants": {"iwae-dreg": {"method": "iwae", "Ks": [6], "estimator": "dreg"},
+                                   "miwae": {"method": "iwae", "Ks": [6], "label": "MIWAE(2, 3)",
+                                             "method_options": {"objective": "miwae",
+                                                                "groups": 2}}}}  # fmt: skip
+    v = paper_variables(snr_summary(), cfg)
+    t = v["claim"]["tighter"]
+    # the figure's variants at their largest K: iwae falls, DReG rises, vae is flat
+    assert t["encoder_slope"].startswith("falls with K for IWAE (−0.50, 95 % interval")
+    assert "rises with K for iwae-dreg (+0.20" in t["encoder_slope"]
+    assert "has no slope resolved from zero for VAE" in t["encoder_slope"]
+    assert t["encoder_slope"].endswith("(over 3 seeds)") and "miwae" not in t["encoder_slope"]
+    assert "rises with K for VAE" in t["decoder_slope"]
+    assert t["training"].startswith("falls for VAE (K = 6) (by 0.")
+    # MIWAE against IWAE at the same K and estimator: NLL improves by 0.2 in every seed
+    assert t["objectives"]["nll"].startswith(
+        "improves for MIWAE(2, 3) (against IWAE at K = 6) (by 0.20 ± 0.00 nats)"
+    )
+    assert "is higher for MIWAE(2, 3)" in t["objectives"]["encoder_snr"]
+    assert "is the same in every seed for MIWAE(2, 3)" in t["objectives"]["decoder_snr"]
+    assert v["study"]["objectives"] == "MIWAE(2, 3)" and v["study"]["n_objectives"] == 1
+    assert "over seeds [0, 1, 2]" in v["basis"]["tighter"]["objectives"]["nll"]
+    # without an objective, or without SNR, every key is still there
+    plain = snr_summary()[lambda d: d["variant"] != "miwae"]
+    t = paper_variables(plain.drop(columns=[c for c in plain if c.startswith("snr.")]), cfg)
+    t = t["claim"]["tighter"]
+    assert t["encoder_slope"].startswith("n/a") and t["objectives"]["nll"].startswith("n/a")
+
+
 def test_holm_matches_the_step_down_procedure():
     """Holm (1979): sort the p-values; reject the i-th smallest while p_(i) <= alpha / (m - i + 1)
     (i from 1); the adjusted p-values are the running maxima of (m - i + 1) p_(i), capped at 1."""

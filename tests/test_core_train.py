@@ -151,7 +151,9 @@ def test_sigterm_mid_epoch_deterministically(reference, tmp_path, monkeypatch, o
 
 
 def test_nan_stops_loudly_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    cfg = load_config(None, {"train": {"epochs": 4, "batch_size": 100}})
+    # The count is of the training steps' losses: the SNR measurement, which evaluates the loss
+    # too, is off.
+    cfg = load_config(None, {"train": {"epochs": 4, "batch_size": 100, "snr_draws": 0}})
     real_loss, calls = bounds.loss, {"n": 0}
     n_batches = 14  # 1397 digits / 100
 
@@ -297,3 +299,141 @@ def test_a_run_is_known_by_its_training_alone(tmp_path):
     assert r.returncode == 2 and "evaluate takes only eval.* settings" in r.stderr
     r = vaeinf("evaluate", "--run", run, "--set", "eval.nll_k=0", check=False)
     assert r.returncode == 2 and "'eval.nll_k': 0 is out of range" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# When a run ends: early stopping on the smoothed validation bound, the step budget, the cap.
+
+
+def _rows(curve, smoothing=0.0, steps_per_epoch=14):
+    from vaeinf.core.train import smoothed
+
+    rows, s = [], None
+    for i, v in enumerate(curve):
+        s = smoothed(s, v, smoothing)
+        rows.append({"epoch": i + 1, "steps": steps_per_epoch * (i + 1), "val_bound": v,
+                     "val_smoothed": s})  # fmt: skip
+    return rows
+
+
+def _stop_epoch(curve, **train):
+    """The first epoch after which stop_reason ends the run, and the reason."""
+    from vaeinf.core.train import stop_reason
+
+    cfg = load_config(None, {"train": {"epochs": len(curve), **train}})
+    rows = _rows(curve, cfg.train.smoothing)
+    for n in range(1, len(rows) + 1):
+        if reason := stop_reason(rows[:n], cfg):
+            return n, reason
+    return None, None
+
+
+def test_stopping_rule_on_a_synthetic_curve():
+    """A curve that rises by 1 nat per epoch to epoch 6, then by 0.01 per epoch: with
+    min_delta 0.05 the last improvement is epoch 6, so patience 3 stops after epoch 9;
+    with min_delta 0 every epoch improves and the cap (20) ends it."""
+    curve = [float(min(e, 6) + 0.01 * max(e - 6, 0)) for e in range(1, 21)]
+    assert _stop_epoch(curve, patience=3, min_delta=0.05) == (9, "converged")
+    assert _stop_epoch(curve, patience=3, min_delta=0.0) == (20, "cap")
+    assert _stop_epoch(curve) == (20, "cap")
+    # A fall after the peak: no improvement on any epoch after 6 whatever min_delta.
+    fall = [float(e) if e <= 6 else 6.0 - e for e in range(1, 21)]
+    assert _stop_epoch(fall, patience=5) == (11, "converged")
+    # The budget: 14 steps an epoch, 100 steps are spent in epoch 8.
+    assert _stop_epoch(curve, max_steps=100) == (8, "budget")
+    # A converged run at the same epoch as the budget converged.
+    assert _stop_epoch(fall, patience=5, max_steps=14 * 11) == (11, "converged")
+
+
+def test_smoothing_waits_out_a_single_noisy_epoch():
+    """One spuriously high epoch (a lucky validation draw) stops an unsmoothed rule early;
+    the moving average (weight 0.5) keeps improving past it, so the run goes on."""
+    noisy = [1.0, 2.0, 3.0, 6.0, 4.0, 5.0, 6.0, 7.0, 8.0, 8.5, 9.0, 9.5]
+    assert _stop_epoch(noisy, patience=3) == (7, "converged")
+    assert _stop_epoch(noisy, patience=3, smoothing=0.5) == (12, "cap")
+
+
+def test_best_epoch_is_the_first_highest():
+    from vaeinf.core.train import best_epoch
+
+    assert best_epoch(_rows([1.0, 3.0, 2.0, 3.0, 0.0])) == 2
+
+
+def _synthetic_validation(monkeypatch, curve):
+    """validation_bounds returns ``curve[epoch]`` (in call order) for every K, so that when the
+    run stops and which state is best are known in advance."""
+    import vaeinf.core.train as train_mod
+
+    calls = {"n": 0}
+
+    def fake(model, x, Ks, seed):
+        v = curve[calls["n"]]
+        calls["n"] += 1
+        return [v] * len(Ks)
+
+    monkeypatch.setattr(train_mod, "validation_bounds", fake)
+    return calls
+
+
+#: Peaks at epoch 3, then falls: patience 3 stops after epoch 6.
+PEAK = [-30.0, -29.0, -28.0, -28.5, -29.5, -29.6, -29.7, -29.8]
+TINY = {"model": {"hidden": [16], "latent": 2}, "train": {"batch_size": 200, "val_points": 50}}
+
+
+def test_the_saved_model_is_the_best_validation_state(tmp_path, monkeypatch, one_thread):
+    """The run stops (converged) after epoch 6 and saves the state after epoch 3, which is the
+    last state of the same run capped at 3 epochs; the checkpoint keeps the last state too."""
+    from vaeinf.config import merge
+
+    _synthetic_validation(monkeypatch, PEAK)
+    cfg = load_config(None, merge(TINY, {"train": {"epochs": 8, "patience": 3}}))
+    train(cfg, tmp_path / "a", progress=False)
+    log = pd.read_csv(tmp_path / "a" / "train_log.csv", keep_default_na=False)
+    assert list(log["epoch"]) == [1, 2, 3, 4, 5, 6]
+    assert list(log["stop"]) == ["", "", "", "", "", "converged"]
+    assert list(log["steps"]) == [7 * e for e in range(1, 7)]  # 1397 digits / 200 -> 7 batches
+
+    _synthetic_validation(monkeypatch, PEAK)
+    train(load_config(None, merge(TINY, {"train": {"epochs": 3}})), tmp_path / "b", progress=False)
+    assert pd.read_csv(tmp_path / "b" / "train_log.csv")["stop"].iloc[-1] == "cap"
+    best, at3 = state(tmp_path / "a"), state(tmp_path / "b")
+    last = torch.load(tmp_path / "a" / CHECKPOINT, weights_only=False)["model"]
+    assert all(torch.equal(best[k], at3[k]) for k in best)
+    assert not all(torch.equal(best[k], last[k]) for k in best)
+
+
+def test_resume_mid_patience_stops_where_an_uninterrupted_run_does(
+    tmp_path, monkeypatch, one_thread
+):
+    """SIGTERM inside epoch 5 (two epochs into the patience after the peak at epoch 3): the
+    resumed run stops after epoch 6 as well, with the same log and the same saved state."""
+    from vaeinf.config import merge
+    from vaeinf.core.methods.base import Method
+    from vaeinf.core.train import Preempted
+
+    cfg = load_config(None, merge(TINY, {"train": {"epochs": 8, "patience": 3}}))
+    _synthetic_validation(monkeypatch, PEAK)
+    train(cfg, tmp_path / "ref", progress=False)
+
+    calls = _synthetic_validation(monkeypatch, PEAK)
+    real_step, steps = Method.train_step, {"n": 0}
+
+    def step(self, *a, **kw):
+        steps["n"] += 1
+        if steps["n"] == 7 * 4 + 3:  # epoch index 4, batch 2
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, *a, **kw)
+
+    monkeypatch.setattr(Method, "train_step", step)
+    with pytest.raises(Preempted, match="epoch 4 batch 3"):
+        train(cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(Method, "train_step", real_step)
+    assert calls["n"] == 4
+    # The resumed run validates epochs 5 and 6 only: the rest of the curve from where it was.
+    _synthetic_validation(monkeypatch, PEAK[4:])
+    train(cfg, tmp_path / "run", progress=False)
+    assert_same_model(tmp_path / "ref", tmp_path / "run")
+    # Run again after it ended: nothing more is trained, the same state is saved.
+    _synthetic_validation(monkeypatch, [])
+    train(cfg, tmp_path / "run", progress=False)
+    assert_same_model(tmp_path / "ref", tmp_path / "run")

@@ -52,6 +52,8 @@ LIGHT = [
     "vaeinf.core.downloads",
     "vaeinf.study.grid",
     "vaeinf.study.cost",
+    "vaeinf.study.jobserver",
+    "vaeinf.study.jobs",
     *sorted(
         ".".join(p.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
         for p in (SRC / "vaeinf" / "report").rglob("*.py")

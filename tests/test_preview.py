@@ -353,3 +353,20 @@ def test_benchmark_totals_rejects_a_file_without_seconds(tmp_path):
     bad.write_text("x\ty\n1\t2\n")
     with pytest.raises(ValueError, match="no column 's'"):
         benchmark_totals([bad])
+
+
+def test_benchmark_totals_take_a_served_jobs_usage_from_its_log(tmp_path):
+    """A job run by the job server: its record times the waiting script, its log's last line
+    the job itself; a log whose last run was not served keeps the record's figures."""
+    from vaeinf.study.jobserver import USAGE_PREFIX
+
+    _, bdir = write_run(tmp_path, "d/vae/k1/seed0", {}, {"train": [10.0], "evaluate": [4.0]})
+    logs = tmp_path / "logs/d/vae/k1/seed0"
+    logs.mkdir(parents=True)
+    (logs / "train.log").write_text(f"trained\n{USAGE_PREFIX} cpu_s=7.25 max_rss_mb=310\n")
+    # served once, then rerun without the server: the last line is the job's own
+    (logs / "evaluate.log").write_text(f"{USAGE_PREFIX} cpu_s=9.00 max_rss_mb=1\ntest NLL 1\n")
+    totals = benchmark_totals(sorted(bdir.glob("*.tsv"))).set_index("rule")
+    assert totals.loc["train", "cpu_time"] == 7.25 and totals.loc["train", "max_rss"] == 310
+    assert totals.loc["train", "s"] == 10.0  # the wall time is the record's
+    assert totals.loc["evaluate", "cpu_time"] == 2.0 and totals.loc["evaluate", "max_rss"] == 104

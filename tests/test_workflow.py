@@ -28,7 +28,7 @@ from vaeinf.report.tables import TABLES
 from vaeinf.report.tables.format import mean_sd, pivot_table
 from vaeinf.report.variables import paper_variables
 from vaeinf.study import grid as study
-from vaeinf.study import jobs
+from vaeinf.study import jobs, jobserver
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -79,14 +79,18 @@ def _use_stub(stub_bin):
     _STUB[:] = [stub_bin]
 
 
-def snakemake(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Snakemake in ``cwd``; vaeinf comes from ``cwd/src`` when the tree has its own copy."""
+def snakemake(
+    cwd: Path, *args: str, timeout: float = 600, served: bool = False
+) -> subprocess.CompletedProcess:
+    """Snakemake in ``cwd``; vaeinf comes from ``cwd/src`` when the tree has its own copy.
+    ``served``: under the job server, as ``make study`` runs it."""
     env = {k: v for k, v in os.environ.items() if k != "VAEINF_BINARIZED_MNIST_NPZ"}
     env["PATH"] = os.pathsep.join([*map(str, _STUB), str(BIN), env.get("PATH", "")])
     if (cwd / "src" / "vaeinf").is_dir():
         env["PYTHONPATH"] = str(cwd / "src")
+    server = [sys.executable, "-m", "vaeinf.study.jobserver"] if served else []
     return subprocess.run(
-        [str(SNAKEMAKE), *args],
+        [*server, str(SNAKEMAKE), *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -216,10 +220,14 @@ def test_dry_run_default_config(tmp_path):
     r = snakemake(make_tree(tmp_path), "--dry-run", "--quiet", "rules")
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    assert len(cfg["methods"]) == 6 and cfg["Ks"] == [1, 5, 50] and len(cfg["seeds"]) == 3
-    assert len(cfg["variants"]) == 4 and all(v["Ks"] == [50] for v in cfg["variants"].values())
-    # 6 methods x 3 Ks x 3 seeds, and 4 ablations x K = 50 x 3 seeds
-    assert job_stats(r.stdout + r.stderr) == expected(54 + 12)
+    assert len(cfg["methods"]) == 6 and cfg["Ks"] == [1, 2, 5, 10, 50] and len(cfg["seeds"]) == 3
+    assert all(ks == [1, 5, 50] for ks in cfg["method_Ks"].values()) and len(cfg["method_Ks"]) == 4
+    assert len(cfg["variants"]) == 7 and all(
+        v["Ks"] in ([50], [10]) for v in cfg["variants"].values()
+    )
+    # (VAE and IWAE x 5 Ks + 4 methods x 3 Ks) x 3 seeds, and 4 ablations and 3 objectives at
+    # one K each x 3 seeds
+    assert job_stats(r.stdout + r.stderr) == expected((2 * 5 + 4 * 3) * 3 + 21)
 
 
 def test_slurm_profile_from_the_root(tmp_path):
@@ -229,7 +237,7 @@ def test_slurm_profile_from_the_root(tmp_path):
     r = snakemake(make_tree(tmp_path), "--profile", "slurm", "--dry-run", "--quiet", "rules")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Using profile slurm" in r.stderr
-    assert job_stats(r.stdout + r.stderr) == expected(54 + 12)
+    assert job_stats(r.stdout + r.stderr) == expected((2 * 5 + 4 * 3) * 3 + 21)
     profile = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["retries"] >= 1
     assert profile["rerun-incomplete"] is True and profile["latency-wait"] >= 30
@@ -240,9 +248,9 @@ def test_dry_run_mnist_config(tmp_path):
         make_tree(tmp_path), "--dry-run", "--quiet", "rules", "--configfile", "config/mnist.yaml"
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    # 2 datasets x (6 methods x 3 Ks + 4 ablations x K = 50) x 3 seeds; one download per dataset
-    # (no data/ here)
-    assert job_stats(r.stdout + r.stderr) == expected(108 + 24, downloads=2, datasets=2)
+    # 2 datasets x (6 methods x 3 Ks + 4 ablations x K = 50 + IWAE and 3 objectives x K = 64)
+    # x 3 seeds; one download per dataset (no data/ here)
+    assert job_stats(r.stdout + r.stderr) == expected(108 + 24 + 24, downloads=2, datasets=2)
     cfg = yaml.safe_load((REPO / "config/mnist.yaml").read_text())
     assert cfg["run"]["model"]["preset"] == "burda1"
     assert cfg["run"]["train"]["schedule"] == "burda"
@@ -280,7 +288,7 @@ BAD_VARIANTS = [
     ("  iwae: {method: iwae, estimator: stl}\n", "variant 'iwae': the name of a method"),
     ("  a/b: {method: iwae}\n", "variant 'a/b': not a valid name"),
     ("  twice: {method: iwae}\n  twice: {method: vae}\n", "key 'twice' is given twice"),
-    ("  few: {method: iwae, Ks: [50]}\n", "variant 'few': key 'Ks': [50]"),
+    ("  few: {method: iwae, Ks: [0]}\n", "variant 'few': key 'Ks': [0]"),
     ("  seeded: {method: iwae, seed: 3}\n", "variant 'seeded': key 'seed'"),
 ]
 
@@ -288,7 +296,7 @@ BAD_VARIANTS = [
 @pytest.mark.parametrize(("lines", "message"), BAD_VARIANTS, ids=lambda v: str(v)[:12])
 def test_bad_variant_stops_before_any_job(tmp_path, lines, message):
     """A bad variant (unknown base, bad override, a method's name, a name with '/', a name
-    given twice, Ks not of the study, a grid key) stops the dry run with one line naming it."""
+    given twice, Ks below 1, a grid key) stops the dry run with one line naming it."""
     tree = make_tree(tmp_path)
     cfg = {k: v for k, v in yaml.safe_load((tree / TINY).read_text()).items() if k != "variants"}
     (tree / "bad.yaml").write_text(yaml.safe_dump(cfg) + "variants:\n" + lines)
@@ -332,11 +340,27 @@ def test_two_variants_of_one_method_never_share_a_path():
     assert study.labels(cfg)["iwae"] == "IWAE" and study.labels(cfg)["iwae-stl"] == "iwae-stl"
 
 
+def test_a_variant_at_a_k_of_its_own():
+    """A variant may run at a K the study's methods do not (IWAE at another objective's
+    samples): its runs, its evaluation's K, its cost contender; the other runs unchanged."""
+    from vaeinf.study.cost import study_contenders
+
+    cfg = _tiny() | {"variants": {"iwae-k8": {"method": "iwae", "Ks": [8]}}}
+    study.check_study(cfg)
+    runs = study.runs(cfg)
+    assert [r.dir for r in runs if r.variant == "iwae-k8"] == ["results/digits/iwae-k8/k8/seed0"]
+    assert len(runs) == 2 * 2 + 1
+    assert 8 in study.run_config(cfg, "digits", "iwae-k8", 8, 0).eval.ks
+    assert 8 not in study.run_config(cfg, "digits", "iwae", 5, 0).eval.ks
+    assert ("iwae-k8", 8) in study_contenders(cfg, "digits")
+
+
 def test_run_overrides_and_set_args_round_trip():
     cfg = _tiny() | {"method_overrides": {"iwae": {"train": {"lr": 5e-4}}}}
     over = study.run_overrides(cfg, "digits", "iwae", 5, 0)
     assert over["train"] == {"epochs": 2, "val_points": 100, "checkpoint_every": 1,
-                             "device": "cpu", "lr": 5e-4}  # fmt: skip
+                             "device": "cpu", "snr_draws": 8, "snr_points": 4,
+                             "lr": 5e-4}  # fmt: skip
     assert over["eval"]["ks"] == [1, 5, 20]  # every grid K is evaluated
     assert (over["dataset"], over["method"], over["K"], over["seed"]) == ("digits", "iwae", 5, 0)
     args = study.set_args(over)
@@ -539,10 +563,14 @@ def test_end_to_end_tiny_study(tmp_path):
     shutil.copytree(REPO / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__"))
     tiny = ("--configfile", TINY)  # last: --configfile takes every argument after it
 
-    r = snakemake(tree, "--cores", "2", *tiny)
+    # As `make study` runs it: under the job server (the other tests run plain Snakemake).
+    r = snakemake(tree, "--cores", "2", *tiny, served=True)
     assert r.returncode == 0, r.stderr[-4000:]
     # tiny.yaml: 2 methods x 2 Ks and one ablation at K = 5; paper.render false
     assert job_stats(r.stderr) == expected(5, preview=False)
+    served = ("vae/k1/seed0/train.log", "iwae/k5/seed0/evaluate.log", "cost.log")
+    for log in served:
+        assert jobserver.read_usage(tree / "logs/digits" / log), log  # served, usage recorded
     summary = tree / "results/summary.csv"
     assert len(summary.read_text().splitlines()) == 1 + 5
     for name in FIGURES:
@@ -566,8 +594,16 @@ def test_end_to_end_tiny_study(tmp_path):
         assert "Rendering the paper (HTML and PDF) needs Quarto" in r.stderr
     for name in ("train.tsv", "evaluate.tsv"):
         assert (tree / "benchmarks/digits/iwae/k5/seed0" / name).exists()
-    runs = [json.loads(p.read_text())["metrics"] for p in tree.glob("results/*/*/k*/seed*/*.json")]
+    metrics = tree.glob("results/*/*/k*/seed*/metrics.json")
+    runs = [json.loads(p.read_text())["metrics"] for p in metrics]
     assert len(runs) == 5 and len({m["test_set"]["sha256"] for m in runs}) == 1  # one test set
+    # The gradient's SNR of every run: the training's three stages, the grid of K, the slopes.
+    for m in runs:
+        assert list(m["snr"]["training"]) == ["start", "middle", "end"]
+        assert [g["K"] for g in m["snr"]["grid"]] == [1, 5, 20]
+        assert set(m["snr"]["slope"]) == {"encoder", "decoder"}
+    snr = pd.read_csv(tree / "results/snr.csv")
+    assert len(snr) == 5 * (3 + 3) * 2  # runs x (stages + grid K) x parts
     assert {(m["variant"], m["method"]) for m in runs if m["variant"] != m["method"]} == {
         ("iwae-dreg", "iwae")
     }
@@ -762,3 +798,49 @@ def test_interrupted_forced_retraining_resumes(tmp_path):
     summary = pd.read_csv(tree / "results/summary.csv")
     assert len(summary) == 1 and (run / "metrics.json").read_text() != old_metrics
     assert tidy.disagreement(run / "metrics.json") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster study, made tiny
+
+
+def packed_mnist() -> Path | None:
+    """The packed binarized MNIST: ``$VAEINF_BINARIZED_MNIST_NPZ``, else the shared data folder
+    beside the repository (``../shared/data``); None when neither exists."""
+    env = os.environ.get("VAEINF_BINARIZED_MNIST_NPZ")
+    for path in (Path(env) if env else None, REPO.parent / "shared/data/binarized_mnist.npz"):
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
+MNIST_TINY = "tests/config/mnist_tiny.yaml"
+
+
+@pytest.mark.skipif(
+    packed_mnist() is None,
+    reason="no packed binarized_mnist.npz ($VAEINF_BINARIZED_MNIST_NPZ or ../shared/data)",
+)
+def test_mnist_study_end_to_end_tiny(tmp_path):
+    """config/mnist.yaml, the cluster study, end to end on the packed binarized MNIST with the
+    overrides of tests/config/mnist_tiny.yaml (one dataset, K = 1 and 50, one seed, one epoch
+    of 200 points, a small evaluation and AIS): Burda's net and schedule, its evaluation keys
+    and its ablations run here first."""
+    tree = make_tree(tmp_path)
+    shutil.copy2(REPO / MNIST_TINY, tree / MNIST_TINY)
+    (tree / "data").mkdir()
+    (tree / "data/binarized_mnist.npz").symlink_to(packed_mnist())
+    cfg = ("--configfile", "config/mnist.yaml", MNIST_TINY)
+    r = snakemake(tree, "--cores", "2", *cfg, served=True)
+    assert r.returncode == 0, r.stderr[-4000:]
+    # 6 methods x K in {1, 50}, the 4 ablations at K = 50, and IWAE and Rainforth et al.'s
+    # three objectives at K = 64; no download (the file is there)
+    assert job_stats(r.stderr) == expected(6 * 2 + 4 + 4, preview=False)
+    summary = pd.read_csv(tree / "results/summary.csv")
+    assert len(summary) == 20 and set(summary["dataset"]) == {"binarized_mnist"}
+    assert (summary["latent"] == 50).all()  # Burda's net
+    assert (summary["config.train.schedule"] == "burda").all()
+    assert summary["test_nll.mean"].between(50, 800).all(), summary["test_nll.mean"]
+    curves = pd.read_csv(tree / "results/curves.csv")
+    assert len(curves) == 20 and (curves["steps"] == 10).all()  # 200 points in batches of 20
+    assert (tree / "paper/_generated/manuscript-check.txt").exists()

@@ -24,7 +24,13 @@ from typing import Any, Literal
 import yaml
 
 from vaeinf.errors import ConfigError
-from vaeinf.names import DATASETS, METHODS, VARIANT_NAME
+from vaeinf.names import (
+    DATASETS,
+    DREG_OBJECTIVES,
+    GROUPED_OBJECTIVES,
+    METHODS,
+    VARIANT_NAME,
+)
 
 __all__ = [
     "ConfigError",
@@ -48,6 +54,10 @@ MAX_WIDTH = 2**16
 #: Samples per data point in evaluation (eval.ks, eval.nll_k): memory stays within
 #: eval.memory_mb whatever K, but time grows with it.
 MAX_EVAL_SAMPLES = 10**9
+
+#: Draws of a gradient for its signal-to-noise ratio (train.snr_draws, eval.snr_draws): every
+#: draw's gradient is held at once, one value per parameter.
+MAX_SNR_DRAWS = 10**5
 
 
 def limits(**bounds) -> dict:
@@ -140,7 +150,9 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation. ``schedule: burda`` is Burda et al. (2015) Sec. 5: 8 stages, stage i runs
     3**i epochs at lr 1e-3 * 10**(-i/7), i = 0..7 (3280 epochs); ``epochs`` then truncates it
-    when set, and defaults to the full 3280."""
+    when set, and defaults to the full 3280. ``patience``, ``min_delta``, ``smoothing`` and
+    ``max_steps`` end a run earlier (early stopping on the validation bound, Prechelt 1998,
+    "Early stopping -- but when?"); see the comment on the fields."""
 
     epochs: int | None = field(default=30, metadata=POSITIVE)
     batch_size: int = field(default=100, metadata=POSITIVE)
@@ -154,6 +166,27 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=OPERATIONAL)
     compile: bool = field(default=False, metadata=OPERATIONAL)
     val_points: int | None = field(default=1000, metadata=POSITIVE)
+    # Train on a fixed random sample of this many training points (null: all of them); for
+    # quick checks of a configuration, such as the tiny run of the cluster study in the tests.
+    train_points: int | None = field(default=None, metadata=POSITIVE)
+    # When the run ends (vaeinf.core.train.stop_reason): after `epochs` epochs (the cap, "cap"),
+    # after `max_steps` optimizer steps (a budget, "budget"; null: none), or once the smoothed
+    # validation bound has not risen by more than `min_delta` nats for `patience` epochs
+    # ("converged"; null: never). The smoothed bound is the exponential moving average
+    # s_t = smoothing s_{t-1} + (1 - smoothing) v_t of the validation bound v_t, taken with
+    # `val_k` samples (null: the training K; one value for every run puts every run's curve
+    # on the same yardstick). The saved model is the state of the best validation bound.
+    patience: int | None = field(default=None, metadata=POSITIVE)
+    min_delta: float = field(default=0.0, metadata=limits(ge=0))
+    smoothing: float = field(default=0.0, metadata=limits(ge=0, lt=1))
+    max_steps: int | None = field(default=None, metadata=POSITIVE)
+    val_k: int | None = field(default=None, metadata=POSITIVE)
+    # The gradient's signal-to-noise ratio at the run's K at the start, the middle and the end
+    # of training (vaeinf.core.snr): snr_draws draws of the samples (0: not measured) on a
+    # fixed minibatch of snr_points training points, with its own random numbers (the training
+    # is the same with or without it).
+    snr_draws: int = field(default=32, metadata=limits(ge=0, le=MAX_SNR_DRAWS))
+    snr_points: int = field(default=10, metadata=POSITIVE)
 
 
 @dataclass
@@ -196,6 +229,15 @@ class EvalConfig:
     qstar_lr: float = field(default=1e-2, metadata=limits(gt=0))
     qstar_tol: float = field(default=1e-4, metadata=limits(gt=0, lt=1))
     elbo_samples: int = field(default=500, metadata=POSITIVE)
+    # The gradient's signal-to-noise ratio of the trained model at each K of snr_ks (a slope of
+    # log SNR against log K is fitted over them), from snr_draws draws of the samples (0: not
+    # measured) on a fixed minibatch of snr_points training points (vaeinf.evaluation.snr).
+    snr_ks: list[int] = field(
+        default_factory=lambda: [1, 5, 10, 50, 100],
+        metadata=limits(ge=1, le=MAX_EVAL_SAMPLES, min_length=1),
+    )
+    snr_draws: int = field(default=32, metadata=limits(ge=0, le=MAX_SNR_DRAWS))
+    snr_points: int = field(default=10, metadata=POSITIVE)
 
 
 @dataclass
@@ -273,6 +315,24 @@ def operational_keys(cls: type | None = None, prefix: str = "") -> list[str]:
 @dataclass
 class NoOptions:
     """A method without options of its own."""
+
+
+@dataclass
+class IWAEOptions:
+    """``method_options`` of `iwae`: the bound its Gaussian posterior is trained on, from the K
+    samples of each point (Rainforth et al. 2018, Sec. 4).
+
+    objective: "iwae", L_K (Burda et al. 2015); "miwae", MIWAE(M, K / M), the mean of
+        L_{K/M} over M groups of the samples; "ciwae", CIWAE(beta) = beta ELBO + (1 - beta)
+        L_K; "piwae", PIWAE(M, K / M): the decoder trained on L_K, the encoder on
+        MIWAE(M, K / M), both from the same samples.
+    groups: M of miwae and piwae (it divides K); null for the other objectives.
+    beta: beta of ciwae, in [0, 1]; null for the other objectives.
+    """
+
+    objective: Literal["iwae", "miwae", "ciwae", "piwae"] = "iwae"
+    groups: int | None = field(default=None, metadata=limits(ge=1, le=MAX_EVAL_SAMPLES))
+    beta: float | None = field(default=None, metadata=limits(ge=0, le=1))
 
 
 @dataclass
@@ -386,7 +446,7 @@ class SemiAmortizedOptions:
 
 METHOD_OPTIONS: dict[str, type] = {
     "vae": NoOptions,
-    "iwae": NoOptions,
+    "iwae": IWAEOptions,
     "flow": FlowOptions,
     "autoregressive": AutoregressiveOptions,
     "avb": AVBOptions,
@@ -519,11 +579,21 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"config key 'estimator': {cfg.estimator!r} is not available for method "
             f"{cfg.method!r}; allowed: {', '.join(METHODS[cfg.method])}"
         )
-    if cfg.estimator == "dreg" and getattr(options, "objective", "iwae") != "iwae":
+    check_objective(options, cfg.K)
+    objective = getattr(options, "objective", "iwae")
+    if cfg.estimator == "dreg" and objective not in DREG_OBJECTIVES:
         raise ConfigError(
-            "config key 'estimator': 'dreg' needs method_options.objective 'iwae' "
-            "(DReG is defined for the importance-weighted bound)"
+            f"config key 'estimator': 'dreg' needs an importance-weighted objective, "
+            f"method_options.objective {' or '.join(map(repr, DREG_OBJECTIVES))} (DReG is "
+            f"defined for the importance-weighted bound); got {objective!r}"
         )
+    for key in ("train.snr_draws", "eval.snr_draws"):
+        draws = _config_value(cfg, key)
+        if draws == 1:
+            raise ConfigError(
+                f"config key '{key}': 1 is out of range; must be 0 (not measured) or >= 2 "
+                "(a standard deviation over the draws)"
+            )
     latent = cfg.model.resolved().latent
     if (
         isinstance(options, AVBOptions)
@@ -549,6 +619,48 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"eval.ais_points ({ev.ais_points}), the points with an AIS estimate"
         )
     return cfg
+
+
+def check_objective(options, K: int) -> None:
+    """The parameters of the objective in a method's ``options``: ``groups`` given for and only
+    for MIWAE and PIWAE, dividing K; ``beta`` for and only for CIWAE (one-line ConfigError)."""
+    objective = getattr(options, "objective", None)
+    if objective is None or not hasattr(options, "groups"):
+        return
+    grouped = ", ".join(GROUPED_OBJECTIVES)
+    if objective in GROUPED_OBJECTIVES:
+        if options.groups is None:
+            raise ConfigError(
+                f"config key 'method_options.groups': objective {objective!r} needs the number "
+                f"of groups M of the K = {K} samples (an integer >= 1 that divides K)"
+            )
+        if K % options.groups:
+            raise ConfigError(
+                f"config key 'method_options.groups': {options.groups} does not divide K = {K}; "
+                f"{objective} splits the K samples of a point into M groups of K / M"
+            )
+    elif options.groups is not None:
+        raise ConfigError(
+            f"config key 'method_options.groups': {options.groups!r} is used by objectives "
+            f"{grouped} only; method_options.objective is {objective!r}"
+        )
+    if objective == "ciwae" and options.beta is None:
+        raise ConfigError(
+            "config key 'method_options.beta': objective 'ciwae' needs beta, the weight of the "
+            "ELBO in beta ELBO + (1 - beta) L_K (a number in [0, 1])"
+        )
+    if objective != "ciwae" and options.beta is not None:
+        raise ConfigError(
+            f"config key 'method_options.beta': {options.beta!r} is used by objective 'ciwae' "
+            f"only; method_options.objective is {objective!r}"
+        )
+
+
+def _config_value(cfg: RunConfig, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

@@ -13,8 +13,15 @@ DATASETS = ("digits", "binarized_mnist", "mnist")
 #: Encoder gradient estimators (:func:`vaeinf.core.bounds.loss`).
 ESTIMATORS = ("standard", "stl", "dreg")
 
-#: Training objectives (:func:`vaeinf.core.bounds.bound`).
-OBJECTIVES = ("elbo", "iwae")
+#: Training objectives (:func:`vaeinf.core.bounds.bound`): the ELBO, L_K, and Rainforth et al.
+#: (2018)'s MIWAE(M, K / M), CIWAE(beta) and PIWAE(M, K / M) on the K samples of a point.
+OBJECTIVES = ("elbo", "iwae", "miwae", "ciwae", "piwae")
+
+#: Objectives over M groups of the K samples (``method_options.groups``, which divides K).
+GROUPED_OBJECTIVES = ("miwae", "piwae")
+
+#: Objectives whose encoder gradient DReG estimates: importance-weighted bounds (of each group).
+DREG_OBJECTIVES = ("iwae", "miwae", "piwae")
 
 #: Inference methods by name -> the encoder gradient estimators each supports (classes in
 #: :mod:`vaeinf.core.methods`; options in :data:`vaeinf.config.METHOD_OPTIONS`).

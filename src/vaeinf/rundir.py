@@ -34,6 +34,8 @@ EVAL = "eval.yaml"
 CHECKPOINT = "checkpoint.pt"
 #: One row per epoch: learning rate, training objective, validation bounds, seconds.
 TRAIN_LOG = "train_log.csv"
+#: The gradient's signal-to-noise ratio at the start, the middle and the end of training.
+TRAIN_SNR = "train_snr.json"
 #: The trained weights, written last by the training.
 MODEL = "model.pt"
 #: The evaluation: every metric, the resolved config it was computed with, provenance.
@@ -182,6 +184,11 @@ def _clean(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Write ``obj`` as JSON atomically, NaN and inf as null."""
+    atomic_write_text(path, json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
 
 
 def write_metrics(run_dir: str | Path, metrics: dict, config: dict, device, wall: dict) -> Path:

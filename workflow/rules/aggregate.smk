@@ -26,6 +26,8 @@ rule aggregate:
         bounds="results/bounds.csv",
         per_dim="results/per_dim.csv",
         cost="results/cost.csv",
+        curves="results/curves.csv",
+        snr="results/snr.csv",
         per_point="results/per_point.csv",
     log:
         "logs/aggregate.log",
@@ -84,6 +86,7 @@ rule variables:
     input:
         summary=rules.aggregate.output.summary,
         cost=rules.aggregate.output.cost,
+        curves=rules.aggregate.output.curves,
         per_point=rules.aggregate.output.per_point,
         code=library("report.variables", "report.claims", "report.text", "report.tidy"),
     output:
@@ -96,7 +99,16 @@ rule variables:
         study=canonical(
             {
                 k: STUDY[k]
-                for k in ("datasets", "methods", "variants", "Ks", "seeds", "run")
+                for k in (
+                    "datasets",
+                    "methods",
+                    "method_Ks",
+                    "variants",
+                    "Ks",
+                    "seeds",
+                    "run",
+                )
+                if k in STUDY
             }
         ),
     script:

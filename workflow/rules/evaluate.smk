@@ -6,6 +6,7 @@ rule evaluate:
     input:
         model=rules.train.output.model,
         train_log=rules.train.output.train_log,
+        train_snr=rules.train.output.train_snr,
     output:
         metrics=f"{RUN}/{rundir.METRICS}",
         samples=f"{RUN}/{rundir.SAMPLES}",

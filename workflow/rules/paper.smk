@@ -30,6 +30,7 @@ rule setup:
                 for k in (
                     "datasets",
                     "methods",
+                    "method_Ks",
                     "Ks",
                     "seeds",
                     "run",
@@ -37,6 +38,7 @@ rule setup:
                     "dataset_overrides",
                     "variants",
                 )
+                if k in STUDY
             }
         ),
     script:

@@ -10,6 +10,7 @@ rule train:
     output:
         model=f"{RUN}/{rundir.MODEL}",
         train_log=f"{RUN}/{rundir.TRAIN_LOG}",
+        train_snr=f"{RUN}/{rundir.TRAIN_SNR}",
     log:
         f"{LOG}/train.log",
     benchmark:

@@ -11,5 +11,6 @@ with job_log(smk):
         dict(smk.params.study),
         smk.output.variables,
         smk.input.cost,
+        smk.input.curves,
         smk.input.per_point,
     )

@@ -91,10 +91,18 @@ def _bernoulli_forward(x: Tensor, logits: Tensor) -> Tensor:
 class _BernoulliLogProb(torch.autograd.Function):
     """:func:`bernoulli_log_prob` with a hand-fused backward."""
 
+    # The forward takes no ctx (setup_context saves the inputs) and the batching rule is
+    # generated, so that torch.func transforms (vmap over the draws of a gradient, see
+    # vaeinf.core.snr) apply to it as they do to plain tensor code.
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x: Tensor, logits: Tensor) -> Tensor:
-        ctx.save_for_backward(x, logits)
+    def forward(x: Tensor, logits: Tensor) -> Tensor:
         return _bernoulli_forward(x, logits)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -119,8 +127,7 @@ class _CompiledBernoulliLogProb(_BernoulliLogProb):
     so that autograd never differentiates the grouped product."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, logits: Tensor) -> Tensor:
-        ctx.save_for_backward(x, logits)
+    def forward(x: Tensor, logits: Tensor) -> Tensor:
         return (x * logits).sum(-1) - softplus_sum(logits)
 
 

@@ -6,10 +6,19 @@ optimizer state, seed, epoch). A checkpoint at an epoch boundary therefore resum
 written mid-epoch (on SIGTERM) also stores the batch index and the RNG state. A run killed at any
 point and restarted ends with the same parameters as an uninterrupted run (on the CPU).
 
-Run directory (declared outputs of the workflow's train rule: ``model.pt``, ``train_log.csv``):
-``config.yaml`` (resolved config), ``checkpoint.pt`` (latest state, not a declared output, so a
-retry after preemption resumes from it), ``train_log.csv`` (one row per epoch), ``model.pt``
-(final weights, written last).
+Run directory (declared outputs of the workflow's train rule: ``model.pt``, ``train_log.csv``,
+``train_snr.json``): ``config.yaml`` (resolved config), ``checkpoint.pt`` (latest state and the
+best one, not a declared output, so a retry after preemption resumes from it),
+``train_log.csv`` (one row per epoch), ``train_snr.json`` (the gradient's signal-to-noise ratio
+at the start, the middle and the end of training, :func:`snr_epochs`), ``model.pt`` (the
+weights of the epoch with the best validation bound, written last).
+
+When a run ends (:func:`stop_reason`): at the cap of ``train.epochs`` epochs, at the budget of
+``train.max_steps`` optimizer steps, or when its smoothed validation bound has stopped improving
+for ``train.patience`` epochs (early stopping, Prechelt 1998). The rule reads only the log's
+rows, which the checkpoint holds, so a resumed run stops where an uninterrupted one does. The
+log's last row names the reason (column ``stop``: converged, budget or cap); column ``steps`` is
+the cumulative number of optimizer steps, the abscissa of the study's compute axis.
 """
 
 from __future__ import annotations
@@ -34,21 +43,79 @@ from vaeinf.core.bounds import iwae
 from vaeinf.core.data import Dataset, load_dataset
 from vaeinf.core.methods import Method, build_model
 from vaeinf.core.methods.base import bytes_per_row
+from vaeinf.core.snr import draws_per_chunk, fixed_minibatch, measure
 from vaeinf.errors import ConfigError, DamagedFile, DivergedObjective, NonFiniteLoss, Preempted
 from vaeinf.rundir import (
     CHECKPOINT,
     CONFIG,
     MODEL,
     TRAIN_LOG,
+    TRAIN_SNR,
     atomic_write_bytes,
     atomic_write_text,
     check_writable_dir,
     remove_temporaries,
+    write_json,
 )
 
 log = logging.getLogger("vaeinf.core.train")
 
-LOG_COLUMNS = ["epoch", "lr", "train_objective", "val_LK", "val_L1", "seconds"]
+LOG_COLUMNS = [
+    "epoch",
+    "lr",
+    "steps",
+    "train_objective",
+    "val_LK",
+    "val_L1",
+    "val_bound",
+    "val_smoothed",
+    "seconds",
+    "stop",
+]
+
+#: Why a run ended (the log's ``stop`` column): the smoothed validation bound stopped improving,
+#: the step budget was spent, or the epoch cap was reached.
+STOP_REASONS = ("converged", "budget", "cap")
+
+
+def smoothed(previous: float | None, value: float, smoothing: float) -> float:
+    """s_t = smoothing * s_{t-1} + (1 - smoothing) * v_t, with s_1 = v_1."""
+    return value if previous is None else smoothing * previous + (1 - smoothing) * value
+
+
+def epochs_since_improvement(curve: list[float], min_delta: float) -> int:
+    """Epochs since the smoothed bound last exceeded its best earlier value by more than
+    ``min_delta`` (the first epoch is an improvement)."""
+    best, since = -math.inf, 0
+    for v in curve:
+        if v > best + min_delta:
+            best, since = v, 0
+        else:
+            since += 1
+    return since
+
+
+def stop_reason(rows: list[dict], cfg: RunConfig) -> str | None:
+    """Why the run ends after the epochs of ``rows`` (None: it goes on). Converged first: a run
+    whose bound has stopped improving at the cap converged."""
+    if not rows:
+        return None
+    t = cfg.train
+    curve = [float(r["val_smoothed"]) for r in rows]
+    if t.patience is not None and epochs_since_improvement(curve, t.min_delta) >= t.patience:
+        return "converged"
+    if t.max_steps is not None and int(rows[-1]["steps"]) >= t.max_steps:
+        return "budget"
+    if len(rows) >= n_epochs(cfg):
+        return "cap"
+    return None
+
+
+def best_epoch(rows: list[dict]) -> int:
+    """The epoch (from 1) of the highest validation bound (the first of equal ones): the state
+    ``model.pt`` holds."""
+    values = [float(r["val_bound"]) for r in rows]
+    return int(rows[max(range(len(values)), key=lambda i: (values[i], -i))]["epoch"])
 
 
 BURDA_STAGES = 8  # Burda et al. (2015) Sec. 5: stage i runs 3**i epochs, i = 0..7
@@ -121,7 +188,10 @@ def check_memory(cfg: RunConfig, model: Method, data: Dataset, device: torch.dev
     ev = cfg.eval
     batches = [
         (("K", "train.batch_size"), 3 * cfg.K * min(cfg.train.batch_size, len(data.train))),
-        (("K", "train.val_points"), cfg.K * min(500, cfg.train.val_points or len(data.valid))),
+        (
+            ("K", "train.val_k", "train.val_points"),
+            max(cfg.K, cfg.train.val_k or 1) * min(500, cfg.train.val_points or len(data.valid)),
+        ),
         (("eval.moment_samples",), ev.moment_samples * min(500, len(data.test))),
         (("eval.n_prior_samples",), ev.n_prior_samples),
     ]
@@ -237,6 +307,38 @@ def validation_bounds(model: Method, x: torch.Tensor, Ks: list[int], seed: int) 
     return out
 
 
+#: Memory budget (MB) of a training-time SNR measurement's chunks of draws.
+SNR_MEMORY_MB = 256
+
+
+def snr_epochs(epochs: int) -> dict[str, int]:
+    """When the training measures the gradient's SNR, as epochs completed: the start (0), the
+    middle (half the epochs, rounded down; left out when it is the start or the end) and the
+    end."""
+    out = {"start": 0, "middle": epochs // 2, "end": epochs}
+    if out["middle"] in (0, epochs):
+        del out["middle"]
+    return out
+
+
+def training_snr(model: Method, x: torch.Tensor, cfg: RunConfig, epoch: int) -> dict:
+    """The SNR of the training gradient at the run's K on the fixed minibatch x
+    (:func:`vaeinf.core.snr.measure`, ``train.snr_draws`` draws) after ``epoch`` epochs, with
+    its own random stream, and the seconds it took."""
+    t = time.perf_counter()
+    draws = cfg.train.snr_draws
+    chunk = draws_per_chunk(model, cfg.K, len(x), SNR_MEMORY_MB)
+    parts = measure(model, x, cfg.K, cfg.estimator, draws, epoch_seed(cfg.seed, epoch) + 11, chunk)
+    return {
+        "epoch": epoch,
+        "K": cfg.K,
+        "draws": draws,
+        "points": len(x),
+        **{part: s.record() for part, s in parts.items()},
+        "seconds": time.perf_counter() - t,
+    }
+
+
 class _StopFlag:
     """Turns SIGTERM/SIGINT into a flag the loop checks between batches."""
 
@@ -308,6 +410,8 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     optimizers = model.make_optimizers(cfg.train.lr, cfg.train.betas, cfg.train.eps)
     ckpt_path = run_dir / CHECKPOINT
     rows: list[dict] = []
+    best: dict | None = None  # the state of the best validation bound so far (on the CPU)
+    snr: dict[str, dict] = {}  # stage -> record (training_snr)
     start_epoch, start_batch, rng_state, partial = 0, 0, None, (0.0, 0)
     resumed = ckpt_path.exists()
     saved = None  # (epoch, batch) of the checkpoint on disk
@@ -322,6 +426,10 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                 o.load_state_dict(s)
             rows, start_epoch, start_batch = ck["rows"], ck["epoch"], ck["batch"]
             rng_state, partial = ck.get("rng"), tuple(ck.get("partial", (0.0, 0)))
+            best = ck["best"]
+            if rows and (best is None or set(best) != set(ck["model"])):
+                raise KeyError("best")
+            snr = dict(ck.get("snr", {}))
             saved = (start_epoch, start_batch)
         except DamagedFile:
             raise
@@ -337,10 +445,16 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     else:
         print(f"starting afresh: no {CHECKPOINT} in {run_dir}", flush=True)
 
-    train_x = data.train.to(device)
+    train_x = (
+        data.train
+        if cfg.train.train_points is None
+        else data.subset("train", cfg.train.train_points)[0]
+    ).to(device)
     val_x = data.subset("valid", cfg.train.val_points)[0].to(device)
     n_batches = math.ceil(len(train_x) / cfg.train.batch_size)
     K = cfg.K
+    val_ks = [K, 1] if cfg.train.val_k in (None, K) else [K, 1, cfg.train.val_k]
+    finished = stop_reason(rows, cfg) is not None  # a resumed run that had already ended
     if progress is None:
         progress = sys.stderr.isatty()
     bar = tqdm(total=epochs, initial=start_epoch, disable=not progress, unit="epoch")
@@ -349,10 +463,31 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
     model.train()
 
     def state(epoch, batch, rng=None, partial=(0.0, 0)):
-        return {"rows": rows, "epoch": epoch, "batch": batch, "rng": rng, "partial": partial}
+        return {
+            "rows": rows,
+            "epoch": epoch,
+            "batch": batch,
+            "rng": rng,
+            "partial": partial,
+            "best": best,
+            "snr": snr,
+        }
+
+    snr_at = snr_epochs(epochs) if cfg.train.snr_draws else {}
+    snr_x = fixed_minibatch(data, cfg.train.snr_points).to(device) if snr_at else None
+
+    def measure_snr(done: int) -> None:
+        """Record each stage due after ``done`` epochs (once: a resumed run keeps its own)."""
+        for stage, epoch in snr_at.items():
+            if epoch == done and stage not in snr:
+                snr[stage] = training_snr(model, snr_x, cfg, epoch)
 
     with stop.installed():
         for epoch in range(start_epoch, epochs):
+            if finished:
+                break
+            if start_batch == 0:  # outside the epoch's time
+                measure_snr(epoch)
             t0 = time.perf_counter()
             lr = epoch_lr(cfg, epoch)
             for g in optimizers[0].param_groups:
@@ -368,7 +503,12 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                 torch.manual_seed(epoch_seed(cfg.seed, epoch))
             total, count = partial
             partial = (0.0, 0)
-            for b in range(start_batch, n_batches):
+            steps_before = int(rows[-1]["steps"]) if rows else 0
+            # The budget may end the run inside an epoch: the last epoch then has fewer steps.
+            last_batch = n_batches
+            if cfg.train.max_steps is not None:
+                last_batch = min(n_batches, cfg.train.max_steps - steps_before)
+            for b in range(start_batch, last_batch):
                 if stop.signum is not None:
                     _save_checkpoint(
                         ckpt_path, model, optimizers, state(epoch, b, _get_rng(), (total, count))
@@ -393,20 +533,37 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                 total += value.sum().item()
                 count += len(x)
             start_batch = 0
-            val_lk, val_l1 = validation_bounds(
-                model, val_x, [K, 1], seed=epoch_seed(cfg.seed, epoch) + 7
+            # Each distinct K once (K = 1 or K = val_k would otherwise be computed twice).
+            unique = list(dict.fromkeys(val_ks))
+            got = dict(
+                zip(
+                    unique,
+                    validation_bounds(model, val_x, unique, seed=epoch_seed(cfg.seed, epoch) + 7),
+                    strict=True,
+                )
             )
+            val_lk, val_l1, *val_k = (got[k] for k in val_ks)
+            val_bound = val_k[0] if val_k else val_lk
             seconds = time.perf_counter() - t0
+            previous = float(rows[-1]["val_smoothed"]) if rows else None
             rows.append(
                 {
                     "epoch": epoch + 1,
                     "lr": lr,
+                    "steps": steps_before + last_batch,
                     "train_objective": total / max(count, 1),
                     "val_LK": val_lk,
                     "val_L1": val_l1,
+                    "val_bound": val_bound,
+                    "val_smoothed": smoothed(previous, val_bound, cfg.train.smoothing),
                     "seconds": seconds,
+                    "stop": "",
                 }
             )
+            if best_epoch(rows) == epoch + 1:
+                best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            reason = stop_reason(rows, cfg)
+            rows[-1]["stop"] = reason or ""
             _write_log(run_dir, rows)
             try:  # before this epoch's checkpoint, so that the one on disk passed every check
                 model.check_epoch(rows[-1]["train_objective"], val_lk, cfg.K)
@@ -419,7 +576,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                     kept = f"the checkpoint from epoch {saved[0] + 1} batch {saved[1]} is kept"
                 kept += "" if saved is None else f" in {ckpt_path}"
                 raise DivergedObjective(f"epoch {epoch + 1}: {e}; {kept}") from None
-            done = epoch + 1 == epochs
+            done = reason is not None
             if done or (epoch + 1) % cfg.train.checkpoint_every == 0:
                 _save_checkpoint(ckpt_path, model, optimizers, state(epoch + 1, 0))
                 saved = (epoch + 1, 0)
@@ -429,12 +586,18 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool | None = None) -> 
                 last_print = time.monotonic()
                 print(
                     f"epoch {epoch + 1}/{epochs} train {rows[-1]['train_objective']:.3f} "
-                    f"val L_{K} {val_lk:.3f} val L_1 {val_l1:.3f} ({seconds:.2f} s)",
+                    f"val L_{K} {val_lk:.3f} val L_1 {val_l1:.3f} ({seconds:.2f} s)"
+                    + (f"; stopped: {reason}, best epoch {best_epoch(rows)}" if done else ""),
                     flush=True,
                 )
+            if done:
+                break
     bar.close()
+    if snr_at and "end" not in snr:  # the end is where the training ended (the cap, or sooner)
+        snr["end"] = training_snr(model, snr_x, cfg, len(rows))
+    write_json(run_dir / TRAIN_SNR, {"stages": snr})
     buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
+    torch.save(best if best is not None else model.state_dict(), buf)
     atomic_write_bytes(run_dir / MODEL, buf.getvalue())
     return run_dir / MODEL
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import time
 from pathlib import Path
@@ -22,9 +23,10 @@ from vaeinf.config import EvalConfig, RunConfig, from_dict, merge, read_yaml, va
 from vaeinf.core import bounds
 from vaeinf.core.methods import Method
 from vaeinf.core.methods.base import bytes_per_row
+from vaeinf.core.snr import fixed_minibatch
 from vaeinf.core.train import load_trained
 from vaeinf.errors import ConfigError, DamagedFile
-from vaeinf.evaluation import ais, gaps
+from vaeinf.evaluation import ais, gaps, snr
 from vaeinf.evaluation.latent import (
     active_units,
     collapse,
@@ -38,6 +40,7 @@ from vaeinf.rundir import (
     GRID_KEYS,
     SAMPLES,
     TRAIN_LOG,
+    TRAIN_SNR,
     atomic_write_bytes,
     check_writable_dir,
     remove_temporaries,
@@ -82,12 +85,56 @@ def epoch_times(run_dir: Path) -> dict:
     if missing or df.empty or not pd.api.types.is_numeric_dtype(df["seconds"]):
         what = f"lacks column(s) {', '.join(missing)}" if missing else "holds no epochs"
         raise DamagedFile(f"'{path}' {what}; {todo}")
+    best = int(df["val_bound"].idxmax()) if "val_bound" in df else len(df) - 1
     return {
         "median_s": float(df["seconds"].median()),
         "mean_s": float(df["seconds"].mean()),
         "epochs": len(df),
-        "final_val_LK": float(df["val_LK"].iloc[-1]),
+        # The bound of the state evaluated: the best epoch's (vaeinf.core.train.best_epoch).
+        "final_val_LK": float(df["val_LK"].iloc[best]),
     }
+
+
+def training_record(run_dir: Path, cfg: RunConfig) -> dict:
+    """How the training ended and its validation curve, from ``train_log.csv`` (read by
+    :func:`epoch_times` first): ``stopped_by`` (converged, budget or cap; see
+    :func:`vaeinf.core.train.stop_reason`), the epochs and optimizer steps trained, the best
+    epoch (the state evaluated) and ``curve``, the validation bound L_{val_k} after every epoch
+    against the cumulative steps (the compute axis joins them with the cost rule's step time)."""
+    df = pd.read_csv(run_dir / TRAIN_LOG, keep_default_na=False)
+    if "steps" not in df or "val_bound" not in df:  # a log of an older vaeinf
+        return {}
+    best = int(df["val_bound"].idxmax())
+    return {
+        "stopped_by": str(df["stop"].iloc[-1]) or "unfinished",
+        "epochs": len(df),
+        "steps": int(df["steps"].iloc[-1]),
+        "best_epoch": int(df["epoch"].iloc[best]),
+        "best_steps": int(df["steps"].iloc[best]),
+        "best_val_bound": float(df["val_bound"].iloc[best]),
+        "val_k": cfg.train.val_k or cfg.K,
+        "curve": [
+            {"epoch": int(e), "steps": int(n), "val_bound": float(v)}
+            for e, n, v in zip(df["epoch"], df["steps"], df["val_bound"], strict=True)
+        ],
+    }
+
+
+def training_snr(run_dir: Path) -> dict | None:
+    """The training's record of the gradient's SNR (``train_snr.json``: stage -> record), or
+    None for a run trained without one; a damaged file is a DamagedFile (checked before any
+    evaluation)."""
+    path = run_dir / TRAIN_SNR
+    if not path.exists():
+        return None
+    todo = f"rerun `vaeinf train --out {run_dir} --config {run_dir / CONFIG}` to rewrite it"
+    try:
+        stages = json.loads(path.read_text())["stages"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise DamagedFile(f"'{path}' is damaged ({str(e).strip()[:120]}); {todo}") from None
+    if not isinstance(stages, dict):
+        raise DamagedFile(f"'{path}' holds no stages; {todo}")
+    return stages
 
 
 def eval_settings(run_dir: Path, base: RunConfig, settings: dict | None) -> RunConfig:
@@ -119,6 +166,7 @@ def evaluate(
     cfg, data, model = load_trained(run_dir)
     cfg = eval_settings(run_dir, cfg, settings)
     times = epoch_times(run_dir)
+    trained_snr = training_snr(run_dir)
     check_writable_dir(run_dir, "run directory")
     remove_temporaries(run_dir)
     ev = cfg.eval
@@ -179,6 +227,7 @@ def evaluate(
         "collapse": coll,
         "reconstruction": recon,
         "time_per_epoch": times,
+        "training": training_record(run_dir, cfg),
     }
     per_point = {"log_px_is": log_px, "test_LK": test_pp[cfg.K]}
     if train_bound is not None:
@@ -190,6 +239,14 @@ def evaluate(
             "bound": train_bound["bound"],
         }
     metrics.update(model.extra_metrics(x_test, cfg.K))
+    t = time.perf_counter()
+    if ev.snr_draws or trained_snr:
+        x_snr = fixed_minibatch(data, ev.snr_points).to(device)
+        metrics["snr"] = snr.metrics(
+            model, x_snr, ev.snr_ks if ev.snr_draws else [], cfg.estimator, ev.snr_draws,
+            cfg.seed + 2_000_000, memory_mb, trained_snr,
+        )  # fmt: skip
+    wall["snr"] = time.perf_counter() - t
     t = time.perf_counter()
     block, pp = ais_and_gaps(model, x_test, log_px, ev, memory_mb, cfg.K)
     metrics.update(block)
@@ -207,8 +264,9 @@ def evaluate(
 
 
 #: The objectives whose training bound is read off the test L_K curve: "elbo" trains on the
-#: K-sample average of log w, whose expectation is L_1; "iwae" on L_K.
-CURVE_BOUNDS = {"elbo": lambda K: 1, "iwae": lambda K: K}
+#: K-sample average of log w, whose expectation is L_1; "iwae" on L_K, and "piwae" its decoder
+#: on L_K (Rainforth et al. 2018, Sec. 4; its encoder on MIWAE).
+CURVE_BOUNDS = {"elbo": lambda K: 1, "iwae": lambda K: K, "piwae": lambda K: K}
 
 
 def objective_of(model: Method):
@@ -250,7 +308,11 @@ def training_bound(model: Method, x: Tensor, K: int, curve: dict, memory_mb: flo
             xb = x[start : start + b]
             log_w = model.log_weights(xb.repeat(draws, 1), K)[0]  # (K, draws * b)
             values[start : start + len(xb)] = (
-                bounds.bound(log_w, objective).double().view(draws, len(xb)).mean(0).cpu()
+                bounds.bound(log_w, model.objective_spec)
+                .double()
+                .view(draws, len(xb))
+                .mean(0)
+                .cpu()
             )
     except ValueError:
         return None
@@ -301,7 +363,8 @@ def ais_and_gaps(
     t = time.perf_counter()
     # The bound the encoder was trained with; without a density (AVB) only its stand-in's ELBO.
     trained_k = K if model.posterior.has_density else 1
-    split = gaps.gap_split(model, xg, lp[:n_gap], q, memory_mb, trained_k, objective_of(model))
+    objective = gaps.encoder_objective(objective_of(model))
+    split = gaps.gap_split(model, xg, lp[:n_gap], q, memory_mb, trained_k, objective)
     pp = split.pop("per_point")
     out["gaps"] = split | {
         "seconds": time.perf_counter() - t,

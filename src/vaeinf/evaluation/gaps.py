@@ -98,15 +98,26 @@ def objective_name(objective) -> str:
 
 
 def bound_name(K: int, objective="iwae") -> str:
-    """``ELBO``, ``L_50``, or the objective with its parameters at K."""
+    """``ELBO``, ``L_50``, ``MIWAE(2, 5)``, ``CIWAE(β = 0.05)``: the bound an objective
+    (:func:`vaeinf.core.bounds.bound`) gives at K samples (PIWAE's, L_K, is its decoder's)."""
     name = objective_name(objective)
     if K == 1 or name == "elbo":
         return "ELBO"
-    if name == "iwae":
+    if name in ("iwae", "piwae"):
         return f"L_{K}"
-    params = {k: v for k, v in vars(objective).items() if k != "name"} if name != objective else {}
-    shown = ", ".join(f"{k} {v:g}" for k, v in params.items())
-    return f"{name}{f' ({shown})' if shown else ''} at K = {K}"
+    if name == "miwae":
+        return f"MIWAE({objective.groups}, {K // objective.groups})"
+    if name == "ciwae":
+        return f"CIWAE(β = {objective.beta:g})"
+    return f"the {name} objective at K = {K}"
+
+
+def encoder_objective(objective):
+    """The bound an objective trains the encoder on: itself, but PIWAE's encoder is trained on
+    MIWAE with its groups (Rainforth et al. 2018, Sec. 4)."""
+    if objective_name(objective) == "piwae":
+        return dataclasses.replace(objective, name="miwae")
+    return objective
 
 
 @torch.no_grad()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -674,6 +675,88 @@ def cost_versus(cost: pd.DataFrame, pairs: dict[str, tuple[str, str, str, int]])
     return Claim(", and ".join(parts) + ", each against its base at the same K", basis)
 
 
+# ---------------------------------------------------------------------------------------------
+# Slopes (one fitted value per run: the gradient SNR's log-log slope against K)
+
+
+@dataclass(frozen=True)
+class Slope:
+    """A fitted slope over seeds: the mean of the runs' slopes and its (1 - ALPHA) interval, the
+    t-interval over seeds (n > 1) or, for one seed, the run's own interval (bootstrap over the
+    gradient's draws, :mod:`vaeinf.evaluation.snr`)."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+    basis: str
+
+    @property
+    def resolved(self) -> bool:
+        """The interval excludes 0."""
+        return bool(self.low > 0 or self.high < 0)
+
+    def text(self, digits: int = 2) -> str:
+        def num(x: float) -> str:
+            return f"{x:+.{digits}f}".replace("-", "−")
+
+        level = f"{100 * (1 - ALPHA):g} %"
+        return f"{num(self.value)}, {level} interval {num(self.low)} to {num(self.high)}"
+
+
+def slope(df: pd.DataFrame, column: str, where: dict, label: str | None = None) -> Slope | None:
+    """The :class:`Slope` of ``column`` (per-run slopes; ``column`` with ``.value`` replaced by
+    ``.low`` and ``.high`` holds a run's own interval) over the seeds of the runs matching
+    ``where``; None when no run has one."""
+    est = over_seeds(df, column, where, label)
+    if est.n == 0:
+        return None
+    if est.n > 1:
+        half = t_quantile(est.n) * est.se
+        low, high = est.mean - half, est.mean + half
+        rule = f"mean ± t({1 - ALPHA / 2:g}, {est.n - 1}) · s.e. over seeds"
+    else:
+        d = _select(df, where)
+        low = float(pd.to_numeric(d[column.replace(".value", ".low")]).iloc[0])
+        high = float(pd.to_numeric(d[column.replace(".value", ".high")]).iloc[0])
+        rule = "one seed: the run's bootstrap interval over the gradient's draws"
+    basis = f"{est.basis()}; interval [{low:+.4g}, {high:+.4g}] ({rule})"
+    return Slope(est.mean, low, high, est.n, basis)
+
+
+def trend(slopes: dict[str, Slope], words: Words) -> Claim:
+    """Slopes of several members grouped by their decision (the interval above 0, below 0, or
+    around it): ``"falls with K for IWAE (−0.42, 95 % interval −0.55 to −0.29); rises with K
+    for IWAE (DReG) (+0.20, ...), over 3 seeds"``. The caller puts the subject in front."""
+    slopes = {k: s for k, s in slopes.items() if s is not None}
+    if not slopes:
+        return Claim("cannot be fitted: no run measured it at two or more K", "no slopes")
+    basis = "; ".join(f"{k}: {s.basis}" for k, s in slopes.items())
+    groups = [
+        (words.down, {k: s for k, s in slopes.items() if s.resolved and s.value < 0}),
+        (words.up, {k: s for k, s in slopes.items() if s.resolved and s.value > 0}),
+        (words.null, {k: s for k, s in slopes.items() if not s.resolved}),
+    ]
+    parts = [
+        f"{verb} for {join(f'{k} ({s.text(words.digits)})' for k, s in group.items())}"
+        for verb, group in groups
+        if group
+    ]
+    text = ", and ".join(parts) if len(parts) < 3 else "; ".join(parts[:-1]) + "; and " + parts[-1]
+    n = min(s.n for s in slopes.values())
+    seeds = f"{n} seed{'s' if n != 1 else ''}"
+    return Claim(f"{text} ({'over ' + seeds if n > 1 else seeds})", basis)
+
+
+#: How a slope of the gradient's SNR against K reads.
+SNR_SLOPE = Words(
+    up="rises with K",
+    down="falls with K",
+    null="has no slope resolved from zero",
+    unit="",
+)
+
+
 def rule_text(n_seeds: int, n_tests: int = 0) -> str:
     """The decision rule in words, for the paper (stated once, in the Methods): the paired
     differences, the two parts of their standard error, the t-test and Holm's procedure over
@@ -700,3 +783,111 @@ def rule_text(n_seeds: int, n_tests: int = 0) -> str:
         "said to be within its uncertainty. The cost comparisons are not tests: they read the "
         "interquartile ranges of the step times"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Training compute (results/curves.csv: every run's validation curve against compute)
+
+
+def _sig(x: float, digits: int = 2) -> float:
+    """x rounded to ``digits`` significant digits."""
+    return float(f"{x:.{digits}g}") if x > 0 and math.isfinite(x) else x
+
+
+def compute_budgets(curves: pd.DataFrame, n: int = 3) -> list[float]:
+    """``n`` budgets of training compute, log-spaced (two significant digits) from the smallest
+    at which every (variant, K) has trained an epoch (the largest first-epoch compute) to the
+    compute that half of the (variant, K) reached (the median of their final compute)."""
+    if curves.empty:
+        return []
+    cells = curves.groupby(["variant", "K"])["compute"]
+    lo, hi = float(cells.min().max()), float(cells.max().median())
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [_sig(lo)] if math.isfinite(lo) else []
+    return [_sig(float(b)) for b in np.geomspace(lo, hi, n)]
+
+
+def at_budget(curves: pd.DataFrame, budget: float) -> pd.DataFrame:
+    """(label, K, seed, value) of every run that trained an epoch within ``budget``: the best
+    validation bound among its epochs within it (the state early stopping keeps)."""
+    d = curves[curves["compute"] <= budget]
+    return d.groupby(["label", "K", "seed"], as_index=False, sort=False)["val_bound"].max()
+
+
+def best_at_budget(curves: pd.DataFrame, budget: float, unit: str) -> Claim:
+    """``"at 2,000 VAE K=1 steps, IWAE at K = 5 has the highest validation bound (−23.4 nats),
+    0.2 ± 0.1 nats above the runner-up ..."``: the (method, K) whose runs reach the highest
+    validation bound within the budget (:func:`at_budget`), by :func:`ranking`."""
+    v = at_budget(curves, budget)
+    values = pd.DataFrame(
+        {
+            "key": list(zip(v["label"], v["K"], strict=True)),
+            "seed": v["seed"].to_numpy(),
+            "value": v["val_bound"].to_numpy(),
+        }
+    )
+    c = ranking(
+        values, "validation bound", lower_is_better=False, name=lambda k: f"{k[0]} at K = {k[1]}"
+    )
+    head = f"at {budget:,.0f} {unit} steps"
+    cells = values["key"].nunique()
+    return Claim(
+        f"{head}, {c.text}", f"{head} ({cells} method-K cells trained within it): {c.basis}"
+    )
+
+
+def k_turn(df: pd.DataFrame, method: str, column: str, name: str) -> Claim:
+    """Where more samples stop paying for ``method``: each step to the next larger K of the
+    study is a paired change of ``column`` (lower is better, e.g. the test NLL) over seeds;
+    the turn is the smallest K beyond which no step is a resolved improvement (the rule of
+    :class:`Estimate`)."""
+    ks = sorted(int(k) for k in df.loc[df["method"] == method, "K"].unique())
+    if len(ks) < 2:
+        return Claim(f"for {name}, one K only", "one K")
+    steps = [
+        paired(df, column, {"method": method, "K": a}, {"method": method, "K": b},
+               f"{column} of {method}, K = {b} − K = {a}")
+        for a, b in itertools.pairwise(ks)
+    ]  # fmt: skip
+    pays = [e.resolved and e.mean < 0 for e in steps]
+    basis = "; ".join(e.basis() for e in steps)
+    last = max((i for i, p in enumerate(pays) if p), default=None)
+    if last is None:
+        e = steps[0]
+        text = (
+            f"for {name}, more samples do not pay beyond K = {ks[0]} (K = {ks[0]} → {ks[1]}: "
+            f"{e.pm('nats')}, {e.note()})"
+        )
+    elif last == len(steps) - 1:
+        e = steps[-1]
+        text = (
+            f"for {name}, more samples still pay at the largest K (K = {ks[-2]} → {ks[-1]}: "
+            f"{e.pm('nats')}, {e.note()})"
+        )
+    else:
+        paid, after = steps[last], steps[last + 1]
+        text = (
+            f"for {name}, more samples pay up to K = {ks[last + 1]} (K = {ks[last]} → "
+            f"{ks[last + 1]}: {paid.pm('nats')}) and no further (K = {ks[last + 1]} → "
+            f"{ks[last + 2]}: {after.pm('nats')}, {after.note()})"
+        )
+    return Claim(text, basis)
+
+
+def converged(summary: pd.DataFrame, column: str = "training.stopped_by") -> Claim:
+    """How the runs ended: ``"40 of 84 runs converged (their validation bound stopped
+    improving); 44 reached the epoch cap"``."""
+    if column not in summary:
+        return Claim("n/a (no training record)", f"no column {column}")
+    counts = summary[column].fillna("unrecorded").value_counts()
+    n = len(summary)
+    words = {
+        "converged": "converged (their validation bound stopped improving)",
+        "cap": "reached the epoch cap",
+        "budget": "spent the step budget",
+    }
+    done = counts.get("converged", 0)
+    parts = [f"{c} {words.get(k, k)}" for k, c in counts.items() if k != "converged"]
+    head = f"{done} of {n} run{'s' if n != 1 else ''} {words['converged']}"
+    basis = ", ".join(f"{k}: {c}" for k, c in counts.items())
+    return Claim(head + ("; " + join(parts) if parts else ""), basis)

@@ -25,6 +25,7 @@ import pandas as pd
 import yaml
 
 from vaeinf.rundir import atomic_write_text, git_commit
+from vaeinf.study.jobserver import read_usage
 
 # The workflow's own software (the runs record theirs in metrics.json).
 WORKFLOW_PACKAGES = (
@@ -63,20 +64,38 @@ def _hms(seconds: float) -> str:
     return "n/a" if pd.isna(seconds) else str(datetime.timedelta(seconds=round(seconds)))
 
 
+def job_log(tsv: Path) -> Path:
+    """The log of the job of a benchmark record: ``benchmarks/A/B.tsv`` -> ``logs/A/B.log``."""
+    parts = tsv.parts
+    i = len(parts) - 1 - parts[::-1].index("benchmarks") if "benchmarks" in parts else None
+    if i is None:
+        return tsv.with_suffix(".log")
+    return Path(*parts[:i], "logs", *parts[i + 1 :]).with_suffix(".log")
+
+
 def benchmark_totals(tsv_files: list[str | Path]) -> pd.DataFrame:
-    """Per rule (the TSV's name): jobs, summed wall and CPU seconds, largest max_rss (MB)."""
+    """Per rule (the TSV's name): jobs, summed wall and CPU seconds, largest max_rss (MB).
+
+    A job run by the job server (:mod:`vaeinf.study.jobserver`) has its CPU time and peak
+    memory in its log, which replace those of the record (the record times the waiting script).
+    """
     rows = []
     for f in map(Path, tsv_files):
         df = pd.read_csv(f, sep="\t")
         if "s" not in df.columns:
             raise ValueError(f"{f}: not a Snakemake benchmark file (no column 's')")
+        served = read_usage(job_log(f))
         rows.append(
             {
                 "rule": f.stem,
                 "jobs": 1,
                 "s": df["s"].sum(),
-                "cpu_time": pd.to_numeric(df.get("cpu_time"), errors="coerce").sum(),
-                "max_rss": pd.to_numeric(df.get("max_rss"), errors="coerce").max(),
+                "cpu_time": served[0]
+                if served
+                else pd.to_numeric(df.get("cpu_time"), errors="coerce").sum(),
+                "max_rss": served[1]
+                if served
+                else pd.to_numeric(df.get("max_rss"), errors="coerce").max(),
             }
         )
     cols = ["rule", "jobs", "s", "cpu_time", "max_rss"]

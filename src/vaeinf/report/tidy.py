@@ -10,8 +10,9 @@ Input: the ``metrics.json`` of every run (written by :mod:`vaeinf.rundir`). Outp
     such as ``config.model.hidden`` as compact JSON, ``method_options`` flattened to
     ``config.method_options.NAME``) and the provenance under ``provenance.``; and
     the columns derived from the long tables: ``latent``, ``test_LK``, ``bound_gap`` (log p^(x)
-    minus the run's training bound at its training K, ``metrics.bound_gap``) and ``path``. A
-    scalar the evaluator adds appears as a column with no change here.
+    minus the run's training bound at its training K, ``metrics.bound_gap``), ``path`` and
+    ``objective`` (the run's, from its method options or its method). A scalar the evaluator
+    adds appears as a column with no change here.
 ``bounds.csv``
     one row per (run, split, evaluation K): the L_K curve.
 ``per_dim.csv``
@@ -25,6 +26,19 @@ Input: the ``metrics.json`` of every run (written by :mod:`vaeinf.rundir`). Outp
     one row per (dataset, variant, K), with the base ``method``: seconds per epoch from the
     cost rule (:mod:`vaeinf.study.cost`), the study's cost axis (training logs keep their own
     epoch times as a record, ``time_per_epoch.*`` in the summary).
+``curves.csv``
+    one row per (run, epoch): the validation bound after the epoch (``val_bound``, L_K at the
+    run's ``training.val_k``), the cumulative optimizer ``steps`` and ``compute``, the steps
+    in multiples of the reference step of the cost rule (``steps`` x the (variant, K)'s
+    ``ratio``; the reference, named in ``compute_unit``, is VAE at the smallest K), a
+    machine-independent training cost; ``best`` marks the epoch of the evaluated state.
+``snr.csv``
+    one row per (run, stage, K, part): the gradient's signal-to-noise ratio
+    (:mod:`vaeinf.evaluation.snr`) of the encoder or the decoder, each summary with its
+    interval; ``stage`` is ``start``, ``middle`` or ``end`` of training (at the training K) or
+    ``trained`` (the trained model at each K of the evaluation's grid, ``eval_K``). The fitted
+    slopes and the training's values are summary columns too (``snr.slope.*``,
+    ``snr.training.*``).
 
 Before any table is written, :func:`check_runs` refuses runs whose files disagree (a
 ``metrics.json`` without the ``model.pt`` it evaluated, older than it, or written for another
@@ -127,6 +141,7 @@ def run_rows(doc: dict, path: str = "") -> tuple[dict, list[dict], list[dict], l
     kl = coll.get("kl_per_dim") or []
     row = {
         **key,
+        "objective": objective(doc),
         "latent": len(kl) or len(au.get("variance", [])),
         "test_LK": _bound(m["bounds"], "test", m["K"]),
         "bound_gap": (m.get("bound_gap") or {}).get("mean", math.nan),
@@ -148,6 +163,45 @@ def run_rows(doc: dict, path: str = "") -> tuple[dict, list[dict], list[dict], l
         for i, v in enumerate(values)
     ]
     return row, bounds, per_dim, points
+
+
+#: The stage of the trained model's grid in snr.csv (the training's are start, middle, end).
+TRAINED = "trained"
+
+#: The columns snr.csv always has (a study without SNR measurements writes them alone).
+SNR_COLUMNS = [*KEYS, "estimator", "objective", "stage", "epoch", "eval_K", "part"] + [
+    f"{name}{end}" for name in ("mean", "median", "rms") for end in ("", "_low", "_high")
+]
+
+
+def objective(doc: dict) -> str:
+    """The objective a run trained: its method option, else its method's default."""
+    from vaeinf.names import DEFAULT_OBJECTIVES
+
+    options = (doc.get("config") or {}).get("method_options") or {}
+    method = doc["metrics"]["method"]
+    return options.get("objective") or DEFAULT_OBJECTIVES.get(method, "")
+
+
+def snr_rows(doc: dict) -> list[dict]:
+    """The rows of snr.csv of one run's metrics.json document (none without an ``snr`` block)."""
+    m = dict(doc["metrics"])
+    m.setdefault("variant", m["method"])
+    key = {k: m[k] for k in KEYS}
+    block = m.get("snr") or {}
+    records = [
+        (stage, r.get("epoch"), r.get("K", m["K"]), r)
+        for stage, r in (block.get("training") or {}).items()
+    ]
+    epochs = (m.get("time_per_epoch") or {}).get("epochs")
+    records += [(TRAINED, epochs, r["K"], r) for r in block.get("grid") or []]
+    named = {**key, "estimator": m.get("estimator"), "objective": objective(doc)}
+    return [
+        {**named, "stage": stage, "epoch": epoch, "eval_K": K, "part": part, **values}
+        for stage, epoch, K, r in records
+        for part, values in r.items()
+        if isinstance(values, dict)
+    ]
 
 
 def _num(v) -> float:
@@ -233,8 +287,44 @@ def display_order(variants: list[str] | None, labels: dict[str, str] | None) -> 
     return [(labels or {}).get(v, v) for v in variants] if variants else None
 
 
+def curve_rows(doc: dict) -> list[dict]:
+    """(run, epoch, steps, val_bound) rows of one run's metrics.json (none for a run trained
+    by a vaeinf that did not record its curve)."""
+    m = dict(doc["metrics"])
+    m.setdefault("variant", m["method"])
+    key = {k: m[k] for k in KEYS}
+    tr = m.get("training") or {}
+    return [
+        {**key, **point, "val_k": tr["val_k"], "best": point["epoch"] == tr["best_epoch"]}
+        for point in tr.get("curve") or []
+    ]
+
+
+def curve_table(paths, cost: pd.DataFrame) -> pd.DataFrame:
+    """The validation curves of every run against cumulative training compute: ``curves.csv``
+    (see the module's doc), joined with the cost rule's ``ratio`` per (dataset, variant, K)."""
+    rows = [r for p in paths for r in curve_rows(json.loads(Path(p).read_text()))]
+    columns = [*KEYS, "epoch", "steps", "compute", "compute_unit", "val_k", "val_bound", "best"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    df = pd.DataFrame(rows)
+    ratio = cost[["dataset", "variant", "K", "ratio", "reference"]].rename(
+        columns={"reference": "compute_unit"}
+    )
+    df = df.merge(ratio, on=["dataset", "variant", "K"], how="left", validate="many_to_one")
+    df["compute"] = df["steps"] * df["ratio"]
+    return df.sort_values([*GRID, "epoch"], kind="stable")[columns].reset_index(drop=True)
+
+
 def _write_csv(df: pd.DataFrame, path: str | Path) -> None:
     atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
+
+
+def collect_snr(paths: list[str | Path]) -> pd.DataFrame:
+    """snr.csv's rows of every metrics.json, sorted by the grid, the stage and the K."""
+    rows = [r for p in paths for r in snr_rows(json.loads(Path(p).read_text()))]
+    df = pd.DataFrame(rows, columns=list(dict.fromkeys(SNR_COLUMNS + [k for r in rows for k in r])))
+    return df.sort_values([*GRID, "eval_K"], kind="stable").reset_index(drop=True)
 
 
 def write_aggregate(
@@ -244,17 +334,26 @@ def write_aggregate(
     bounds: str,
     per_dim: str,
     cost: str,
+    curves: str | None = None,
+    snr: str | None = None,
     per_point: str | None = None,
 ) -> pd.DataFrame:
-    """The tidy tables of the runs' metrics.json, and the cost rule's tables of every dataset
-    in one (``cost.csv``, see :mod:`vaeinf.study.cost`). Refuses runs whose files disagree
-    (:func:`check_runs`) before writing anything."""
+    """The tidy tables of the runs' metrics.json, the cost rule's tables of every dataset
+    in one (``cost.csv``, see :mod:`vaeinf.study.cost`), the validation curves against
+    compute (``curves.csv``), the gradient's SNR (``snr.csv``) and the per-point values
+    (``per_point.csv``). Refuses runs whose files disagree (:func:`check_runs`) before writing
+    anything."""
     check_runs(paths)
     s, b, d, q = collect(paths)
+    c = pd.concat([pd.read_csv(p) for p in cost_paths], ignore_index=True)
     _write_csv(s, summary)
     _write_csv(b, bounds)
     _write_csv(d, per_dim)
+    _write_csv(c, cost)
+    if curves is not None:
+        _write_csv(curve_table(paths, c), curves)
+    if snr is not None:
+        _write_csv(collect_snr(paths), snr)
     if per_point is not None:
         _write_csv(q, per_point)
-    _write_csv(pd.concat([pd.read_csv(p) for p in cost_paths], ignore_index=True), cost)
     return s

@@ -41,6 +41,13 @@ MI = "collapse.mutual_information.value"
 KL_TOTAL = "collapse.kl_total"
 EPOCH_S = "epoch_s_fastest"
 TEST_LK = "test_LK"
+#: The gradient's SNR (vaeinf.evaluation.snr): the fitted slope of log SNR against log K of the
+#: trained model, and the SNR at the training K at the start and the end of training; each the
+#: bias-corrected root mean square over the part's parameters (see vaeinf.core.snr).
+SNR_SLOPE = "snr.slope.{part}.rms.value"
+SNR_AT = "snr.training.{stage}.{part}.rms"
+#: Objectives compared with IWAE at the same samples (vaeinf.names.OBJECTIVES).
+OTHER_OBJECTIVES = ("miwae", "ciwae", "piwae")
 
 
 def _fmt(x: float, digits: int = 2) -> str:
@@ -373,6 +380,14 @@ def active_and_collapsed(df: pd.DataFrame) -> claims.Claim:
     return claims.Claim(text, f"sum of {col} over {len(df)} runs: {total}")
 
 
+def _as_tree(text: dict, basis: dict) -> dict:
+    """The tree of :class:`claims.Claim` of a (text, basis) pair of trees (see :func:`_split`)."""
+    return {
+        k: _as_tree(v, basis[k]) if isinstance(v, dict) else claims.Claim(v, basis[k])
+        for k, v in text.items()
+    }
+
+
 def _split(tree: dict) -> tuple[dict, dict]:
     """(text, basis) trees of a tree of claims."""
     text, basis = {}, {}
@@ -430,10 +445,195 @@ def _ablation_claims(df: pd.DataFrame, cost: pd.DataFrame | None, labels: dict) 
     return claim
 
 
+def _compute_claims(
+    df: pd.DataFrame, curves: pd.DataFrame | None, methods: list[str], labels: dict
+) -> tuple[dict, dict]:
+    """(claim, basis) of training compute: the best method and K at three budgets of compute
+    (:func:`claims.compute_budgets`), each method's turn in K (the test NLL, paired over
+    seeds) and how many runs converged."""
+    present = [m for m in methods if (df["method"] == m).any()]
+    claim: dict = {
+        "turn": {m: claims.k_turn(df, m, NLL, labels.get(m, m)) for m in present},
+        "converged": claims.converged(df),
+    }
+    for i in range(3):
+        claim[f"budget_{i + 1}"] = claims.Claim("n/a (no curves)", "no curves.csv")
+    if curves is not None and len(curves):
+        from vaeinf.report.tidy import labelled
+
+        c = labelled(curves[curves["variant"] == curves["method"]], labels)
+        unit = str(c["compute_unit"].iloc[0]).replace(" K=", " K = ")
+        for i, b in enumerate(claims.compute_budgets(c)):
+            claim[f"budget_{i + 1}"] = claims.best_at_budget(c, b, unit)
+    claim["turns"] = claims.Claim(
+        "; ".join(t.text for t in claim["turn"].values()) or "n/a",
+        " | ".join(t.basis for t in claim["turn"].values()),
+    )
+    basis = {k: v.basis for k, v in claim.items() if isinstance(v, claims.Claim)}
+    basis["turn"] = {k: v.basis for k, v in claim["turn"].items()}
+    text = {k: v.text for k, v in claim.items() if isinstance(v, claims.Claim)}
+    text["turn"] = {k: v.text for k, v in claim["turn"].items()}
+    return text, basis
+
+
+def _objective(df: pd.DataFrame) -> pd.Series:
+    """Each run's objective: the summary's ``objective`` column, else its method's default."""
+    from vaeinf.names import DEFAULT_OBJECTIVES
+
+    default = df["method"].map(lambda m: DEFAULT_OBJECTIVES.get(m, ""))
+    return df["objective"].fillna(default) if "objective" in df else default
+
+
+def snr_variants(df: pd.DataFrame) -> dict[str, int]:
+    """The variants of the SNR-vs-K figure and its claims, each at its largest training K:
+    method vae, and method iwae trained on L_K (every estimator). variant -> K."""
+    obj = _objective(df)
+    d = df[(df["method"] == "vae") | ((df["method"] == "iwae") & (obj == "iwae"))]
+    return {v: int(k) for v, k in d.groupby("variant", sort=False)["K"].max().items()}
+
+
+def iwae_reference(df: pd.DataFrame, dataset: str, K: int, estimator: str) -> str | None:
+    """The variant that trains IWAE on L_K with ``estimator`` at K (the method itself when it
+    does), the reference of an objective at the same samples; None when the study has none."""
+    obj = _objective(df)
+    est = df["estimator"] if "estimator" in df else pd.Series("standard", index=df.index)
+    d = df[
+        (df["dataset"] == dataset)
+        & (df["K"] == K)
+        & (df["method"] == "iwae")
+        & (obj == "iwae")
+        & (est == estimator)
+    ]
+    names = list(dict.fromkeys(d["variant"]))
+    return "iwae" if "iwae" in names else (names[0] if names else None)
+
+
+def _tighter_bounds_claims(df: pd.DataFrame, labels: dict) -> tuple[dict, dict]:
+    """(claim, basis) of the section "Are tighter bounds better?": the fitted slopes of the
+    encoder's and the decoder's gradient SNR against K (each variant of :func:`snr_variants`,
+    over seeds), the change of the encoder's SNR from the start to the end of training, and
+    each objective of :data:`OTHER_OBJECTIVES` against IWAE at the same samples (test NLL,
+    the bound, the encoder's and the decoder's SNR at the end of training; paired over seeds)."""
+    na = claims.Claim("n/a (not measured in this study)", "no values in summary.csv")
+    shown = snr_variants(df)
+
+    def name(v: str) -> str:
+        return labels.get(v, v)
+
+    claim: dict = {}
+    for part in ("encoder", "decoder"):
+        column = SNR_SLOPE.format(part=part)
+        if column not in df or df[column].notna().sum() == 0:
+            claim[f"{part}_slope"] = na
+            continue
+        claim[f"{part}_slope"] = claims.trend(
+            {
+                name(v): claims.slope(
+                    df, column, {"variant": v, "K": K}, f"{part} SNR slope of {v}, K = {K}"
+                )
+                for v, K in shown.items()
+            },
+            claims.SNR_SLOPE,
+        )
+    start, end = (SNR_AT.format(stage=s, part="encoder") for s in ("start", "end"))
+    if start in df and end in df and df[end].notna().any():
+        d = df.assign(snr_change=df[end] - df[start])
+        claim["training"] = claims.grouped(
+            {
+                f"{name(v)} (K = {K})": claims.over_seeds(
+                    d, "snr_change", {"variant": v, "K": K}, f"encoder SNR end − start, {v}"
+                )
+                for v, K in shown.items()
+            },
+            claims.Words("rises", "falls", unit="", digits=2),
+        )
+    else:
+        claim["training"] = na
+
+    obj = _objective(df)
+    est = df["estimator"] if "estimator" in df else pd.Series("standard", index=df.index)
+    others = df.assign(estimator=est)[obj.isin(OTHER_OBJECTIVES)]
+    others = others[["dataset", "variant", "K", "estimator"]]
+    pairs = {}
+    for dataset, v, K, est in others.drop_duplicates().itertuples(index=False):
+        ref = iwae_reference(df, dataset, int(K), est)
+        if ref is not None:
+            pairs[f"{name(v)} (against {name(ref)} at K = {int(K)})"] = (dataset, v, ref, int(K))
+
+    def versus(column: str, what: str) -> dict:
+        return {
+            key: claims.paired(
+                df,
+                column,
+                {"dataset": d, "variant": ref, "K": K},
+                {"dataset": d, "variant": v, "K": K},
+                f"{what} of {v} − {ref}, K = {K}",
+            )
+            for key, (d, v, ref, K) in pairs.items()
+        }
+
+    no_pair = claims.Claim(
+        "n/a (no objective of Rainforth et al. beside IWAE at the same samples)", "no pairs"
+    )
+    snr_words = claims.Words(
+        up="is higher",
+        down="is lower",
+        null="does not differ beyond seed-to-seed spread",
+        same="is the same in every seed",
+        unit="",
+    )
+    claim["objectives"] = {
+        "nll": claims.grouped(versus(NLL, "test NLL"), claims.NLL) if pairs else no_pair,
+        "bound": claims.grouped(versus(TEST_LK, "test L_K"), claims.Words("rises", "falls"))
+        if pairs
+        else no_pair,
+    }
+    for part in ("encoder", "decoder"):
+        column = SNR_AT.format(stage="end", part=part)
+        has = pairs and column in df and df[column].notna().any()
+        claim["objectives"][f"{part}_snr"] = (
+            claims.grouped(versus(column, f"{part} SNR at the end of training"), snr_words)
+            if has
+            else no_pair
+        )
+
+    def split(tree: dict) -> tuple[dict, dict]:
+        text, basis = {}, {}
+        for k, v in tree.items():
+            if isinstance(v, dict):
+                text[k], basis[k] = split(v)
+            else:
+                text[k], basis[k] = v.text, v.basis
+        return text, basis
+
+    return split(claim)
+
+
+def _snr_settings(df: pd.DataFrame) -> dict:
+    """The SNR measurement's settings as the paper states them ("n/a" where not measured)."""
+    import json
+
+    ks = _first(df, "config.eval.snr_ks")
+    try:
+        ks = join(json.loads(ks)) if isinstance(ks, str) else "n/a"
+    except ValueError:
+        ks = "n/a"
+    draws = _first(df, "snr.settings.draws")
+    return {
+        "draws": draws,
+        "points": _first(df, "snr.settings.points"),
+        "ks": ks,
+        "train_draws": _first(df, "snr.training.end.draws"),
+        "train_points": _first(df, "snr.training.end.points"),
+        "null_level": _fmt(math.sqrt(2 / (math.pi * draws))) if isinstance(draws, int) else "n/a",
+    }
+
+
 def paper_variables(
     summary: pd.DataFrame,
     config: dict,
     cost: pd.DataFrame | None = None,
+    curves: pd.DataFrame | None = None,
     per_point: pd.DataFrame | None = None,
 ) -> dict:
     """The numbers and phrases the paper's text quotes, as ``{{< var ... >}}`` keys.
@@ -499,10 +699,13 @@ def paper_variables(
         if ("vae", k_min) in sec.index
         else "n/a"
     )
+    c_curves = curves[curves["dataset"] == primary] if curves is not None else None
 
     def all_claims() -> dict:
         tree = _claims(df, c, methods, ks, len(seeds))
         tree["ablations"] = _ablation_claims(every, c_every, labels)
+        tree["compute"] = _as_tree(*_compute_claims(df, c_curves, methods, labels))
+        tree["tighter"] = _as_tree(*_tighter_bounds_claims(every, labels))
         return tree
 
     with claims.points(per_point):
@@ -516,6 +719,8 @@ def paper_variables(
     )
     claim, basis = _split(tree)
     named = list(config.get("variants") or {})
+    trained = dict(zip(every["variant"], _objective(every), strict=True))
+    objectives = [v for v in named if trained.get(v) in OTHER_OBJECTIVES]
 
     # AIS, BDMC and the gap split: settings and the extremes across the grid.
     has_ais = AIS_LOGP in df and df[AIS_LOGP].notna().any()
@@ -558,9 +763,11 @@ def paper_variables(
             "n_seeds": len(seeds),
             "seeds_phrase": "one seed" if len(seeds) == 1 else f"{len(seeds)} seeds",
             "n_runs": len(runs(config)),
-            "n_grid_runs": len(datasets) * len(methods) * len(ks) * len(seeds),
+            "n_grid_runs": sum(r.variant == r.method for r in runs(config)),
             "n_ablations": len(named),
             "ablations": join(labels[v] for v in named) if named else "none",
+            "objectives": join(labels[v] for v in objectives) if objectives else "none",
+            "n_objectives": len(objectives),
             "nll_k": nll_k,
             "test_points": _first(df, TEST_POINTS),
             "spread": sd,
@@ -577,6 +784,7 @@ def paper_variables(
             "active_max": _fmt(float(np.nanmax(au)) if au else math.nan, 1),
         },
         "ais": ais,
+        "snr": _snr_settings(every),
         "claim": claim,
         "basis": basis,
     }
@@ -587,13 +795,15 @@ def write_variables(
     config: dict,
     out: str | Path,
     cost_csv: str | Path | None = None,
+    curves_csv: str | Path | None = None,
     per_point_csv: str | Path | None = None,
 ) -> dict:
     """Write Quarto's ``_variables.yml`` from the summary table, the cost rule's table, the
-    runs' per-point values and the study config."""
+    validation curves against compute, the runs' per-point values and the study config."""
     cost = pd.read_csv(cost_csv) if cost_csv is not None else None
+    curves = pd.read_csv(curves_csv) if curves_csv is not None else None
     per_point = pd.read_csv(per_point_csv) if per_point_csv is not None else None
-    variables = paper_variables(pd.read_csv(summary_csv), config, cost, per_point)
+    variables = paper_variables(pd.read_csv(summary_csv), config, cost, curves, per_point)
     header = (
         "# Generated by the workflow (rule variables, vaeinf.report.variables.write_variables)\n"
         "# from results/summary.csv, per_point.csv and cost.csv; do not edit. The paper quotes\n"

@@ -17,11 +17,9 @@ Reference: the minimum of repeated timings, as argued in the documentation of Py
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
+import multiprocessing
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,10 +44,10 @@ COLUMNS = [
 ]
 
 
-def _worker(overrides: dict, threads: int) -> None:
-    """One contender (``python -m vaeinf.study.cost WORKER_JSON``): build the run's model, then for
-    every line ``n s`` read on stdin time at least ``n`` training steps and at least ``s``
-    seconds of them, answering one JSON line (the step times) each."""
+def _worker(overrides: dict, threads: int, conn) -> None:
+    """One contender, in its own process: build the run's model, then for every request
+    ``(n, s)`` received on ``conn`` time at least ``n`` training steps and at least ``s``
+    seconds of them, answering the step times; ``None`` ends it."""
     import torch
 
     from vaeinf.config import load_config
@@ -73,32 +71,28 @@ def _worker(overrides: dict, threads: int) -> None:
         sync()
         return time.perf_counter() - t0
 
-    _answer([str(device), math.ceil(len(train_x) / cfg.train.batch_size)])
-    for line in sys.stdin:
-        steps, min_seconds = line.split()
-        n, floor = int(steps), float(min_seconds)
+    conn.send([str(device), math.ceil(len(train_x) / cfg.train.batch_size)])
+    while (request := conn.recv()) is not None:
+        n, floor = request
         # One untimed step first: after waiting idle, the first step pays for the caches and
         # memory pages that the other workers' bursts evicted, a cost of the timing setup.
         timed_step()
         times: list[float] = []
         while len(times) < n or sum(times) < floor:
             times.append(timed_step())
-        _answer(times)
+        conn.send(times)
 
 
-def _answer(value) -> None:
-    sys.stdout.write(json.dumps(value) + "\n")
-    sys.stdout.flush()
-
-
-def _ask(proc: subprocess.Popen, steps: int | None = None, min_seconds: float = 0.0):
+def _ask(worker, conn, steps: int | None = None, min_seconds: float = 0.0):
     if steps is not None:
-        proc.stdin.write(f"{steps} {min_seconds!r}\n")
-        proc.stdin.flush()
-    line = proc.stdout.readline()
-    if not line:
-        raise RuntimeError(f"a timing worker exited with status {proc.wait()} (its stderr above)")
-    return json.loads(line)
+        conn.send((steps, min_seconds))
+    try:
+        return conn.recv()
+    except EOFError:
+        worker.join()
+        raise RuntimeError(
+            f"a timing worker exited with status {worker.exitcode} (its stderr above)"
+        ) from None
 
 
 def measure(
@@ -115,35 +109,41 @@ def measure(
     names = [v for v, _ in keys]
     ref_name = "vae" if "vae" in names else names[0]
     ref_key = (ref_name, min(K for v, K in keys if v == ref_name))
-    workers: dict[tuple[str, int], subprocess.Popen] = {}
+    # Forked where that is safe (Linux: this process has imported torch but run nothing on its
+    # threads), so that a worker does not import torch again; spawned elsewhere.
+    fork = sys.platform.startswith("linux")
+    if fork:  # imported once, for every worker (an optimizer's first use imports torch._dynamo)
+        import torch._dynamo  # noqa: F401
+
+        import vaeinf.core.train  # noqa: F401
+    ctx = multiprocessing.get_context("fork" if fork else "spawn")
+    workers: dict[tuple[str, int], tuple] = {}
     try:
         for key in keys:
-            spec = json.dumps({"overrides": contenders[key], "threads": threads})
-            workers[key] = subprocess.Popen(
-                [sys.executable, "-m", "vaeinf.study.cost", spec],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                env=dict(os.environ, OMP_NUM_THREADS=str(threads)),
-            )
-        info = {key: _ask(proc) for key, proc in workers.items()}
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(contenders[key], threads, theirs))
+            proc.start()
+            theirs.close()
+            workers[key] = (proc, ours)
+        info = {key: _ask(*worker) for key, worker in workers.items()}
         # Per contender, every step time of the counted rounds.
         times: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
         for r in range(warmup + rounds):
             shift = r % len(keys)
             for key in keys[shift:] + keys[:shift]:  # a rotating order
-                got = _ask(workers[key], steps, min_seconds)
+                got = _ask(*workers[key], steps, min_seconds)
                 if r >= warmup:
                     times[key].extend(got)
     finally:
-        for proc in workers.values():
+        for _, conn in workers.values():
             with contextlib.suppress(OSError):
-                proc.stdin.close()
-        for proc in workers.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+                conn.send(None)
+        for proc, conn in workers.values():
+            proc.join(timeout=30)
+            if proc.exitcode is None:
                 proc.kill()
+                proc.join()
+            conn.close()
     ref_step = min(times[ref_key])
     rows = []
     for (variant, K), t in times.items():
@@ -198,8 +198,7 @@ def study_contenders(config: dict, dataset: str) -> dict[tuple[str, int], dict]:
     return {
         (v, int(K)): step_identity(run_config(config, dataset, v, int(K), seed))
         for v, spec in variants(config).items()
-        for K in sorted(config["Ks"])
-        if int(K) in spec["Ks"]
+        for K in sorted(spec["Ks"])
     }
 
 
@@ -213,8 +212,3 @@ def write_cost(rows: list[dict], out: str | Path) -> None:
         if c not in df:
             df[c] = None
     atomic_write_text(out, df[COLUMNS].to_csv(index=False, float_format="%.6g"))
-
-
-if __name__ == "__main__":
-    spec = json.loads(sys.argv[1])
-    _worker(spec["overrides"], spec["threads"])

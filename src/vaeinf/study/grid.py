@@ -11,6 +11,7 @@ Study config (``config/config.yaml``; schema in ``workflow/schemas/config.schema
     variants:                     # named variants of a method: its run config overridden
       iwae-dreg: {method: iwae, estimator: dreg, Ks: [50], label: IWAE (DReG)}
     Ks: [1, 5, 10, 25, 50]
+    method_Ks: {flow: [1, 50]}    # a method at some of the Ks only (default: all of them)
     seeds: [0]
     run: {...}                    # RunConfig defaults for every run (vaeinf validates them)
     method_overrides: {avb: {...}}     # merged over ``run`` for one method (and its variants)
@@ -19,12 +20,13 @@ Study config (``config/config.yaml``; schema in ``workflow/schemas/config.schema
     paper: {...}
 
 The variants of a study are its ``methods`` (each named by itself) and then the keys of
-``variants``; a variant of ``variants`` runs at its ``Ks`` (a subset of the study's; default all
-of them). A run's config is ``run`` <- ``dataset_overrides[dataset]`` <-
+``variants``; a method runs at its ``method_Ks`` (default all of the study's Ks), a variant of
+``variants`` at its ``Ks`` (default: the study's; a K of its own too, e.g. IWAE at the samples
+of another objective). A run's config is ``run`` <- ``dataset_overrides[dataset]`` <-
 ``method_overrides[method]`` <- the variant's overrides <- ``{dataset, method, variant, K,
-seed}``, and its ``eval.ks`` always contains every K of the grid (so the bound at the training K
-is measured for every run). ``variant`` is null for a method itself, so its runs are the runs of
-a study without variants.
+seed}``, and its ``eval.ks`` always contains every K of the grid and of the variant (so the
+bound at the training K is measured for every run). ``variant`` is null for a method itself, so
+its runs are the runs of a study without variants.
 """
 
 from __future__ import annotations
@@ -78,10 +80,11 @@ class Run:
 def variants(config: dict) -> dict[str, dict]:
     """Every variant of the study, in order (its ``methods``, then the keys of ``variants``):
     name -> ``{method, Ks, label, overrides}``, ``overrides`` being the variant's run config."""
+    own = config.get("method_Ks") or {}
     out = {
         m: {
             "method": m,
-            "Ks": [int(k) for k in config["Ks"]],
+            "Ks": [int(k) for k in (own.get(m) or config["Ks"])],
             "label": LABELS.get(m, m),
             "overrides": {},
         }
@@ -123,10 +126,8 @@ def runs(config: dict) -> list[Run]:
     table = variants(config)
     return [
         Run(d, v, int(k), int(s), table[v]["method"])
-        for d, v, k, s in itertools.product(
-            config["datasets"], table, config["Ks"], config["seeds"]
-        )
-        if int(k) in table[v]["Ks"]
+        for d, v in itertools.product(config["datasets"], table)
+        for k, s in itertools.product(table[v]["Ks"], config["seeds"])
     ]
 
 
@@ -138,7 +139,7 @@ def run_overrides(config: dict, dataset: str, variant: str, K: int, seed: int) -
     cfg = merge(cfg, (config.get("method_overrides") or {}).get(method, {}))
     cfg = merge(cfg, spec["overrides"])
     ks = set((cfg.get("eval") or {}).get("ks") or RunConfig().eval.ks) | {
-        int(k) for k in config.get("Ks", [])
+        int(k) for k in [*config.get("Ks", []), *spec["Ks"]]
     }
     cfg = merge(cfg, {"eval": {"ks": sorted(ks)}})
     cfg.update(
@@ -237,6 +238,7 @@ def check_study(config: dict, source: str = "the study config") -> None:
     for key in ("Ks", "seeds"):
         if len(set(config[key])) != len(config[key]):
             raise StudyError(f"{source}: key '{key}' lists a value twice: {config[key]}")
+    check_method_ks(config, source)
     sections = [("run", config.get("run") or {})]
     for kind, registry in (("method_overrides", METHODS), ("dataset_overrides", DATASETS)):
         for name, over in (config.get(kind) or {}).items():
@@ -279,6 +281,25 @@ def check_study(config: dict, source: str = "the study config") -> None:
             ) from None
 
 
+def check_method_ks(config: dict, source: str = "the study config") -> None:
+    """The study's ``method_Ks``: for methods of the study, each a non-empty list of distinct
+    Ks of the study. Raises :class:`StudyError` (one line naming the key)."""
+    table = config.get("method_Ks") or {}
+    if not isinstance(table, dict):
+        raise StudyError(f"{source}: key 'method_Ks': expected a mapping of methods, got {table!r}")
+    for name, ks in table.items():
+        where = f"{source}: key 'method_Ks.{name}'"
+        if name not in config["methods"]:
+            raise StudyError(
+                f"{where}: {name!r} is not a method of the study; allowed: "
+                f"{', '.join(config['methods'])}"
+            )
+        if not isinstance(ks, list) or not ks or not set(ks) <= set(config["Ks"]):
+            raise StudyError(f"{where}: {ks!r}; must list some of the study's Ks {config['Ks']}")
+        if len(set(ks)) != len(ks):
+            raise StudyError(f"{where} lists a value twice: {ks}")
+
+
 def check_variants(config: dict, source: str = "the study config") -> None:
     """The study's ``variants``: each a safe, unique name with an existing base method, Ks of
     the study, a display name of its own and overrides that leave the grid's keys to the grid.
@@ -309,9 +330,14 @@ def check_variants(config: dict, source: str = "the study config") -> None:
             )
         ks = spec.get("Ks")
         if ks is not None:
-            if not isinstance(ks, list) or not ks or not set(ks) <= set(config["Ks"]):
+            if (
+                not isinstance(ks, list)
+                or not ks
+                or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks)
+            ):
                 raise StudyError(
-                    f"{where}: key 'Ks': {ks!r}; must list some of the study's Ks {config['Ks']}"
+                    f"{where}: key 'Ks': {ks!r}; must list integers >= 1 (some of the study's "
+                    f"Ks {config['Ks']}, or Ks of its own)"
                 )
             if len(set(ks)) != len(ks):
                 raise StudyError(f"{where}: key 'Ks' lists a value twice: {ks}")

@@ -10,8 +10,10 @@ import shlex
 from pathlib import Path
 
 from vaeinf.config import RunConfig
-from vaeinf.rundir import CHECKPOINT, CONFIG, METRICS, MODEL, SAMPLES, TRAIN_LOG
+from vaeinf.rundir import CHECKPOINT, CONFIG, METRICS, MODEL, SAMPLES, TRAIN_LOG, TRAIN_SNR
+from vaeinf.study import jobserver
 from vaeinf.study.grid import (
+    data_dir,
     resolved_run_config,
     run_config,
     run_overrides,
@@ -163,7 +165,7 @@ def train_job(
             # No output of an unfinished job stays behind (Snakemake keeps them when it is
             # interrupted itself, and would then ask for --rerun-incomplete): a plain rerun
             # trains the run again, resuming from the checkpoint, which stays.
-            for p in (Path(run_dir) / name for name in (TRAIN_LOG, MODEL)):
+            for p in (Path(run_dir) / name for name in (TRAIN_LOG, TRAIN_SNR, MODEL)):
                 if p.exists():
                     print(f"# the training did not finish: removing {p}", flush=True)
                     p.unlink()
@@ -179,9 +181,10 @@ def snakemake_train(smk) -> int:
     w = smk.wildcards
     overrides = run_overrides(smk.config, w.dataset, w.variant, int(w.K), int(w.seed))
     overrides.pop("eval", None)  # the evaluate job's settings, not the training's
-    return train_job(
-        str(Path(smk.output.model).parent),
-        overrides,
+    return jobserver.call(
+        "train",
+        run_dir=str(Path(smk.output.model).parent),
+        overrides=overrides,
         log_path=smk.log[0],
         threads=smk.threads,
         attempt=int(smk.resources.get("attempt", 1)),
@@ -219,10 +222,54 @@ def snakemake_evaluate(smk) -> int:
     operational, read from the study config."""
     w = smk.wildcards
     cfg = run_config(smk.config, w.dataset, w.variant, int(w.K), int(w.seed))
-    return evaluate_job(
-        str(Path(smk.output.metrics).parent),
-        dict(smk.params.eval),
-        cfg.eval.memory_mb,
+    return jobserver.call(
+        "evaluate",
+        run_dir=str(Path(smk.output.metrics).parent),
+        settings=dict(smk.params.eval),
+        memory_mb=cfg.eval.memory_mb,
         log_path=smk.log[0],
         threads=smk.threads,
+    )
+
+
+def cost_job(
+    dataset: str,
+    contenders: list,
+    settings: dict,
+    threads: int,
+    data_dir: str,
+    out: str,
+    log_path: str | None = None,
+) -> int:
+    """The workflow's cost job: :func:`vaeinf.study.cost.measure` on ``contenders`` (a list of
+    (variant, K, step identity)) of one dataset, written to ``out``; its exit status."""
+    from vaeinf.errors import report_failure
+    from vaeinf.study.cost import measure, write_cost
+
+    with _redirected(log_path, "w"):
+        try:
+            # The data folder is operational: no part of a contender's identity.
+            runs = {(v, int(k)): run | {"data_dir": data_dir} for v, k, run in contenders}
+            rows = measure(runs, threads=threads, **settings)
+            write_cost(rows, out)
+            for r in rows:
+                print(f"{r['variant']} K={r['K']}: {r['epoch_s_fastest']:.4f} s/epoch "
+                      f"(x{r['ratio']:.2f})", flush=True)  # fmt: skip
+            return 0
+        except Exception as e:
+            return report_failure(e)
+
+
+def snakemake_cost(smk) -> int:
+    """Entry point of ``workflow/scripts/cost.py``: the contenders and timing settings are
+    params (changing what a step computes reruns it); the data folder is operational."""
+    return jobserver.call(
+        "cost",
+        dataset=smk.wildcards.dataset,
+        contenders=[[v, int(k), run] for (v, k), run in smk.params.contenders],
+        settings=dict(smk.params.settings),
+        threads=int(smk.params.threads),
+        data_dir=str(data_dir(smk.config)),
+        out=smk.output.cost,
+        log_path=smk.log[0],
     )

@@ -240,6 +240,17 @@ class AVB(Method):
         opt_adv.step()
         return bound.detach()
 
+    def gradient_groups(self) -> dict[str, list[str]]:
+        """The encoder's (the implicit posterior's generator) and the decoder's parameters: the
+        adversary T follows a gradient of its own (:func:`adversary_loss`), so the gradient
+        whose signal-to-noise ratio is measured, :meth:`Method.training_loss`'s (the main
+        loss of :meth:`train_step`), is not the one T trains on."""
+        groups = super().gradient_groups()
+        groups["encoder"] = [
+            n for n in groups["encoder"] if not n.startswith("posterior.adversary.")
+        ]
+        return groups
+
     def check_epoch(self, train_objective: float, val_LK: float, K: int) -> None:
         """Stop when the T-based objective cannot be an ELBO: above 0, where log p(x) <= 0 for
         binary data; or above the validation L_K of the explicit proposal, a bound, by more

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from vaeinf.config import ModelConfig
 from vaeinf.core import bounds
@@ -147,6 +148,16 @@ class Method(nn.Module):
         return getattr(self.options, "objective", self.default_objective)
 
     @property
+    def objective_spec(self) -> bounds.Objective:
+        """The bound trained with its parameters: :attr:`objective`, and the options' ``groups``
+        (MIWAE, PIWAE) and ``beta`` (CIWAE) where the method's options have them."""
+        groups = getattr(self.options, "groups", None)
+        beta = getattr(self.options, "beta", None)
+        return bounds.Objective(
+            self.objective, 1 if groups is None else groups, 0.0 if beta is None else beta
+        )
+
+    @property
     def eval_bytes_per_sample(self) -> int:
         """Bytes of the method's own state per (sample, point) row of evaluation log-weights, in
         float32, on top of the decoder's (:func:`bytes_per_row`), computed from the method's own
@@ -164,16 +175,27 @@ class Method(nn.Module):
         return standard_normal(self.latent, device=self.decoder.net[-1].bias.device)
 
     def log_weights(
-        self, x: Tensor, K: int, stop_param_grad: bool = False
+        self, x: Tensor, K: int, stop_param_grad: bool = False, decoder_grad: bool = True
     ) -> tuple[Tensor, Tensor]:
         """log w = log p(x|z) + log p(z) - log q(z|x), shape (K, B), and z (K, B, D).
 
-        The decoder is called once on all K*B samples (no loop over K).
+        The decoder is called once on all K*B samples (no loop over K); with ``decoder_grad``
+        False its parameters enter as constants (see :meth:`log_px`).
         """
         z, log_q = self.posterior.rsample_and_log_prob(x, K, stop_param_grad)  # (K,B,D), (K,B)
-        logits = self.decoder(z)  # (K, B, D_x)
-        log_px = self.decoder.log_prob(x, logits)  # (K, B)
+        log_px = self.log_px(x, z, decoder_grad)  # (K, B)
         return log_px + self.prior().log_prob(z) - log_q, z
+
+    def log_px(self, x: Tensor, z: Tensor, decoder_grad: bool = True) -> Tensor:
+        """log p(x|z) of shape (K, B) for z (K, B, D), the decoder called once on the K*B rows.
+        With ``decoder_grad`` False the decoder's parameters are constants, so the gradient
+        reaches z alone (PIWAE's encoder path, :func:`vaeinf.core.bounds.loss`)."""
+        if decoder_grad:
+            logits = self.decoder(z)  # (K, B, D_x)
+        else:
+            params = {k: p.detach() for k, p in self.decoder.named_parameters()}
+            logits = functional_call(self.decoder, params, (z,))
+        return self.decoder.log_prob(x, logits)
 
     @torch.no_grad()
     def eval_log_weights(self, x: Tensor, K: int, block: int | None = None) -> Tensor:
@@ -211,7 +233,23 @@ class Method(nn.Module):
         """(loss to minimise, per-point bound (B,)) for one batch: :func:`vaeinf.core.bounds.loss`
         on this method's objective, compiled when ``compile_loss`` (``train.compile``) is set."""
         loss_fn = bounds.compiled_loss() if self.compile_loss else bounds.loss
-        return loss_fn(self, x, K, self.objective, estimator)
+        return loss_fn(self, x, K, self.objective_spec, estimator)
+
+    @property
+    def gradient_draws(self) -> str:
+        """How the gradients of draws of :meth:`training_loss` are batched
+        (:func:`vaeinf.core.snr.gradient_draws`): ``batched`` (vmap, the gradient taken outside
+        it), or for a loss that takes gradients itself ``nested`` or ``loop``."""
+        return "batched"
+
+    def gradient_groups(self) -> dict[str, list[str]]:
+        """The parameters whose gradient signal-to-noise ratio is measured
+        (:mod:`vaeinf.core.snr`), by part: ``encoder`` (q's) and ``decoder`` (p's), each
+        a list of names of :meth:`named_parameters`."""
+        return {
+            "encoder": [n for n, _ in self.named_parameters() if n.startswith("posterior.")],
+            "decoder": [n for n, _ in self.named_parameters() if n.startswith("decoder.")],
+        }
 
     def check_epoch(self, train_objective: float, val_LK: float, K: int) -> None:
         """Called by the training loop after every epoch, before its checkpoint, with the

@@ -42,7 +42,11 @@ class GaussianPosterior(Posterior):
 
     def rsample_and_log_prob(self, x, K, stop_param_grad=False):
         q = self.dist(x)
-        z = q.rsample((K,))  # (K, B, D)
+        # Normal.rsample's numbers (and torch.compile's), drawn into a tensor shaped like the
+        # parameters, so that under vmap over draws of a gradient, where the parameters carry
+        # the draws' dimension, every draw gets its own (vaeinf.core.snr).
+        eps = torch.empty_like(q.loc.expand(K, *q.loc.shape)).normal_()  # (K, B, D)
+        z = q.loc + eps * q.scale
         if stop_param_grad:
             q = Normal(q.loc.detach(), q.scale.detach())
         return z, Independent(q, 1).log_prob(z)  # (K, B)

@@ -140,6 +140,13 @@ class SemiAmortizedMethod(Method):
 
     name = "semi_amortized"
 
+    @property
+    def gradient_draws(self) -> str:
+        """The refinement takes gradients inside the loss: ``torch.func.grad`` nests through it;
+        detached from the encoder it sets ``requires_grad`` itself, which no transform allows,
+        so the draws are a loop (see :meth:`Method.gradient_draws`)."""
+        return "nested" if self.options.backprop_through_refinement else "loop"
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.posterior.attach(self.decoder)

@@ -3,7 +3,7 @@
 One module per figure, each with a ``draw`` function and the ``INPUT`` it is drawn from; the
 workflow's figure rule depends on the figure's own module (and
 :mod:`vaeinf.report.figures.style`), so a cosmetic edit redraws only that figure. Every figure
-is drawn from the aggregated tables (``summary.csv``, ``per_dim.csv``; see
+is drawn from the aggregated tables (``summary.csv``, ``per_dim.csv``, ``curves.csv``; see
 :mod:`vaeinf.report.tidy`) or, for the image grids, from the runs' ``samples.npz``; none of them
 touches a model. Datasets are rows (or panels) of one figure, so the paper's labels do not
 depend on the study's grid.
@@ -20,22 +20,26 @@ from vaeinf.report.figures import (
     active_units_vs_k,
     bound_and_time_vs_k,
     bound_gap,
+    bound_vs_compute,
     gaps,
     kl_per_dim,
     nll_vs_k,
     prior_samples,
     reconstructions,
+    snr_vs_k,
     style,
 )
 from vaeinf.report.tidy import display_order, labelled
 
 _MODULES = (
     bound_and_time_vs_k,
+    bound_vs_compute,
     nll_vs_k,
     active_units_vs_k,
     kl_per_dim,
     bound_gap,
     gaps,
+    snr_vs_k,
     reconstructions,
     prior_samples,
 )
@@ -44,12 +48,13 @@ _MODULES = (
 FIGURES: dict[str, Callable] = {m.__name__.rsplit(".", 1)[-1]: m.draw for m in _MODULES}
 
 #: figure name -> what it is drawn from, in the order of its arguments: tables of the
-#: aggregate rule ("summary", "per_dim", "cost") or the runs' image arrays ("samples")
+#: aggregate rule ("summary", "per_dim", "cost", "curves", "snr") or the runs' image arrays
+#: ("samples")
 INPUTS: dict[str, tuple[str, ...]] = {m.__name__.rsplit(".", 1)[-1]: m.INPUT for m in _MODULES}
 
 
 def draw(name: str, inputs: dict, variants=None, labels=None, n_images: int = 8):
-    """Draw figure ``name`` from ``inputs`` ({"summary"|"per_dim"|"cost": csv, "samples":
+    """Draw figure ``name`` from ``inputs`` ({"summary"|"per_dim"|"cost"|"snr": csv, "samples":
     [npz]}): a series (or panel, or strip) per variant in the order of ``variants``, named by
     ``labels`` (variant -> display name; see :func:`vaeinf.report.tidy.labelled`)."""
     order = display_order(variants, labels)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vaeinf.report.figures import style
 from vaeinf.report.tidy import display_order, labelled
 from vaeinf.rundir import atomic_write_text
 
@@ -64,7 +65,6 @@ def _mean_sd(mean: float, sd: float, n: int, digits: int) -> str:
 def bound_and_time_figure(summary: pd.DataFrame, cost: pd.DataFrame | None = None, methods=None):
     """The Plotly figure: a column per dataset, twin y axes, a legend group per variant."""
     import plotly.graph_objects as go
-    import seaborn as sns
     from plotly.subplots import make_subplots
 
     data = bound_and_time_data(summary, cost)
@@ -73,8 +73,8 @@ def bound_and_time_figure(summary: pd.DataFrame, cost: pd.DataFrame | None = Non
     order = [m for m in (methods or []) if m in present] + [
         m for m in present if m not in (methods or [])
     ]
-    # The paper's other per-method figures use seaborn's colour-blind palette in this order.
-    colours = dict(zip(order, sns.color_palette("colorblind", len(order)).as_hex(), strict=True))
+    # The colour of each method in every figure of the paper.
+    colours = style.palette(summary if "label" in summary else labelled(summary), order)
     fig = make_subplots(
         rows=1,
         cols=len(datasets),

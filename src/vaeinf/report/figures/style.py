@@ -49,9 +49,44 @@ def datasets_order(df: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(df["dataset"]))
 
 
-def palette(methods: list[str]) -> dict[str, tuple]:
-    plt, sns = lib()
-    return dict(zip(methods, sns.color_palette("colorblind", len(methods)), strict=False))
+#: One colour and marker per base method, the same in every figure: Okabe and Ito's palette
+#: for colour-blind readers, six of its hues as far apart as it allows, and a filled marker
+#: each. A named variant takes its base method's colour, a marker of :data:`VARIANT_MARKERS`
+#: and a dashed line, so an ablation reads as its method's sibling.
+METHOD_STYLE = {
+    "vae": ("#000000", "o"),
+    "iwae": ("#0072B2", "s"),
+    "flow": ("#009E73", "^"),
+    "autoregressive": ("#CC79A7", "D"),
+    "avb": ("#E69F00", "v"),
+    "semi_amortized": ("#D55E00", "P"),
+}
+VARIANT_MARKERS = ("X", "*", "h", "<", ">", "p", "d", "8")
+#: The colour of a series whose method has no entry in :data:`METHOD_STYLE`.
+OTHER = ("#777777", "o")
+
+
+def series_styles(df: pd.DataFrame, order: list[str]) -> dict[str, dict]:
+    """Per display name (``label``) of ``df``, in ``order``: ``color``, ``marker`` and ``dash``
+    (seaborn's dash spec: ``""`` solid for a method itself, dashed for a named variant), from
+    its base method (column ``method``) by :data:`METHOD_STYLE`."""
+    base = dict(zip(df["label"], df["method"] if "method" in df else df["label"], strict=False))
+    own = dict(zip(df["label"], df["variant"] if "variant" in df else df["label"], strict=False))
+    styles, seen = {}, {}
+    for label in order:
+        method = base.get(label, label)
+        colour, marker = METHOD_STYLE.get(method, OTHER)
+        dash = ""
+        if own.get(label, label) != method:  # a named variant of ``method``
+            i = seen[method] = seen.get(method, -1) + 1
+            marker, dash = VARIANT_MARKERS[i % len(VARIANT_MARKERS)], (4, 2)
+        styles[label] = {"color": colour, "marker": marker, "dash": dash}
+    return styles
+
+
+def palette(df: pd.DataFrame, order: list[str]) -> dict[str, str]:
+    """label -> colour (see :func:`series_styles`)."""
+    return {k: v["color"] for k, v in series_styles(df, order).items()}
 
 
 def k_axis(ax, ks) -> None:
@@ -68,6 +103,7 @@ def per_dataset_lines(
     plt, sns = lib()
     theme()
     datasets, methods = datasets_order(summary), methods_order(summary, methods)
+    styles = series_styles(summary, methods)
     ks = sorted(summary["K"].unique())
     fig, axes = plt.subplots(
         1, len(datasets), figsize=(4.2 * len(datasets) + 1.6, 3.2), squeeze=False
@@ -80,11 +116,13 @@ def per_dataset_lines(
             y=y,
             hue="label",
             hue_order=methods,
-            palette=palette(methods),
+            palette={k: v["color"] for k, v in styles.items()},
             style="label",
             style_order=methods,
-            markers=True,
-            dashes=False,
+            markers={k: v["marker"] for k, v in styles.items()},
+            dashes={k: v["dash"] for k, v in styles.items()},
+            markersize=6,
+            alpha=0.9,
             errorbar="sd",
             err_style="bars",
             ax=ax,

@@ -1,0 +1,57 @@
+"""The held-out bound against training compute: every run's validation curve, per method and K.
+
+Drawn from results/curves.csv (:mod:`vaeinf.report.tidy`): the validation bound L_{val_k} after
+each epoch against cumulative training compute, the optimizer steps in multiples of the cost
+rule's reference step (VAE at the smallest K), log scale. One panel per (dataset, method), one
+line per training K (mean over the seeds that trained that epoch), a cross where each seed's run
+ended (at its cap, budget, or where its bound stopped improving)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from vaeinf.report.figures import style
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: What the figure is drawn from (see :data:`vaeinf.report.figures.INPUTS`).
+INPUT = ("curves",)
+
+
+def draw(curves: pd.DataFrame, methods=None, **_) -> Figure:
+    """Validation bound against compute, a panel per method, a line per K."""
+    plt, sns = style.lib()
+    style.theme()
+    curves = curves.dropna(subset=["compute", "val_bound"])
+    datasets, methods = style.datasets_order(curves), style.methods_order(curves, methods)
+    ks = sorted(curves["K"].unique())
+    colours = dict(zip(ks, sns.color_palette("viridis", len(ks)), strict=True))
+    fig, panels = style.panels(datasets, methods, 2.4, 2.1, sharex=True, sharey=True)
+    unit = str(curves["compute_unit"].iloc[0]) if len(curves) else "reference"
+    for ax, dataset, method, first, _last in panels:
+        d = curves[(curves["dataset"] == dataset) & (curves["label"] == method)]
+        for K, g in d.groupby("K"):
+            mean = g.groupby("epoch").agg(compute=("compute", "first"), bound=("val_bound", "mean"))
+            ax.plot(mean["compute"], mean["bound"], color=colours[K], lw=1.2, label=f"K = {K}")
+            ends = g.loc[g.groupby("seed")["epoch"].idxmax()]
+            ax.plot(ends["compute"], ends["val_bound"], "x", color=colours[K], ms=4, mew=1)
+        ax.set_xscale("log")
+        ax.set_title(method if len(datasets) == 1 else f"{dataset}: {method}")
+        if first:
+            val_k = "" if "val_k" not in d else f" ($L_{{{int(d['val_k'].iloc[0])}}}$)"
+            ax.set_ylabel(f"validation bound{val_k} (nats)")
+        ax.set_xlabel(f"compute ({unit.replace(' K=', ', K = ')} steps)")
+    handles = [plt.Line2D([], [], color=colours[K], lw=1.5) for K in ks]
+    fig.legend(
+        handles,
+        [f"K = {K}" for K in ks],
+        loc="upper left",
+        bbox_to_anchor=(1.0, 0.95),
+        frameon=False,
+        title="training K",
+    )
+    fig.tight_layout()
+    return fig
