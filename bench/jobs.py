@@ -40,7 +40,8 @@ def run(job: str, kwargs: dict, served: bool, env: dict) -> tuple[float, float]:
     env = dict(env) if served else {k: v for k, v in env.items() if k != ENV}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", SCRIPT, job, json.dumps(kwargs)], env=env, check=True)
+    command = [sys.executable, "-c", SCRIPT, job, json.dumps(kwargs)]
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
