@@ -179,3 +179,53 @@ def test_flow_q_star_optimizes_its_own_family(digits):
 def test_config_keys_are_range_checked(key, value, match):
     with pytest.raises(ConfigError, match=match):
         load_config(overrides={"eval": {key: value}})
+
+
+def test_an_encoder_trained_on_the_elbo_has_one_split(digits):
+    """A run whose objective is the ELBO (the VAE at any K) is split under the ELBO alone; the
+    bound's name says which bound a split is under."""
+    model = _train("vae", digits, steps=20)
+    x = digits.test[:6]
+    out = gaps.gap_split(
+        model, x, torch.zeros(6), gaps.QStarSettings(max_steps=5, elbo_samples=20), 64, 5, "elbo"
+    )
+    assert out["training_bound"]["same_as_elbo"] and out["training_bound"]["bound"] == "ELBO"
+    assert gaps.bound_name(1) == gaps.bound_name(50, "elbo") == "ELBO"
+    assert gaps.bound_name(50) == "L_50"
+
+
+@pytest.mark.parametrize(
+    ("options", "name"),
+    [
+        ({"objective": "miwae", "groups": 2}, "MIWAE(2, 5)"),
+        ({"objective": "piwae", "groups": 2}, "MIWAE(2, 5)"),  # its encoder's bound
+        ({"objective": "ciwae", "beta": 0.05}, "CIWAE(β = 0.05)"),
+    ],
+)
+def test_rainforth_objectives_split_under_their_encoder_bound(options, name):
+    """The gap split of a run trained on MIWAE, PIWAE or CIWAE at K = 10 is made under the bound
+    its encoder was trained with, and that bound has the expectation it should: MIWAE(2, 5)
+    that of L_5, CIWAE(beta) that of beta ELBO + (1 - beta) L_10 (2-D quadrature model)."""
+    model = make_model_2d()  # its weights, under the objective's options
+    cfg = RunConfig(method="iwae", K=10, model=ModelConfig(hidden=[32], latent=2),
+                    method_options=options)  # fmt: skip
+    torch.manual_seed(0)
+    trained = build_model(cfg, 20, torch.full((20,), 0.3)).eval()
+    trained.load_state_dict(model.state_dict())
+    objective = gaps.encoder_objective(trained.objective_spec)
+    assert gaps.bound_name(10, objective) == name
+    _, x = ais.simulate(trained, 16, torch.Generator().manual_seed(3))
+    torch.manual_seed(1)
+    value = gaps.bound(trained, x, 4000, 64, K=10, objective=objective).mean().item()
+    if options["objective"] == "ciwae":
+        expected = 0.05 * gaps.elbo(trained, x, 4000, 64) + 0.95 * gaps.bound(
+            trained, x, 4000, 64, K=10
+        )
+    else:
+        expected = gaps.bound(trained, x, 4000, 64, K=5)
+    assert value == pytest.approx(expected.mean().item(), abs=0.05)
+    out = gaps.gap_split(
+        trained, x, torch.zeros(16), gaps.QStarSettings(max_steps=5, elbo_samples=40), 64, 10,
+        objective,
+    )  # fmt: skip
+    assert out["training_bound"]["bound"] == name and not out["training_bound"]["same_as_elbo"]

@@ -269,8 +269,14 @@ def evaluate(
 CURVE_BOUNDS = {"elbo": lambda K: 1, "iwae": lambda K: K, "piwae": lambda K: K}
 
 
+def objective_of(model: Method):
+    """The run's training objective: its full specification where the method declares one
+    (``objective_spec``: the name and its parameters), else its name."""
+    return getattr(model, "objective_spec", model.objective)
+
+
 #: Samples per point (in draws of K) of a training objective estimated directly.
-DIRECT_SAMPLES = 100
+DIRECT_SAMPLES = 20
 
 
 @torch.no_grad()
@@ -284,10 +290,11 @@ def training_bound(model: Method, x: Tensor, K: int, curve: dict, memory_mb: flo
     independent draws of K samples. None for an objective :func:`vaeinf.core.bounds.bound` does
     not know. Returns the summary, the objective, K, what the bound is and ``per_point``
     (N,)."""
-    objective = model.objective
-    out = {"objective": objective, "K": K}
-    if model.posterior.has_density and objective in CURVE_BOUNDS:
-        k = CURVE_BOUNDS[objective](K)
+    objective = objective_of(model)
+    name = gaps.objective_name(objective)
+    out = {"objective": name, "K": K}
+    if model.posterior.has_density and name in CURVE_BOUNDS:
+        k = CURVE_BOUNDS[name](K)
         values = curve[k]
         what = "ELBO (L_1)" if k == 1 else f"L_{k}"
         return out | summary(values) | {"bound": what, "source": "the test bound curve",
@@ -309,9 +316,7 @@ def training_bound(model: Method, x: Tensor, K: int, curve: dict, memory_mb: flo
             )
     except ValueError:
         return None
-    spec = model.objective_spec
-    named = {"miwae": f"MIWAE({spec.groups}, {K // spec.groups})", "ciwae": f"CIWAE({spec.beta})"}
-    what = f"the {named.get(objective, objective)} objective at K = {K}"
+    what = gaps.bound_name(K, objective)
     if not model.posterior.has_density:
         what += " with the adversary in place of log q - log p (an estimate, not a bound)"
     return out | summary(values) | {"bound": what, "source": f"{draws} draws of K samples",
@@ -356,8 +361,10 @@ def ais_and_gaps(
         max_steps=ev.qstar_steps, lr=ev.qstar_lr, tol=ev.qstar_tol, elbo_samples=ev.elbo_samples
     )
     t = time.perf_counter()
-    trained_k = K if model.objective == "iwae" and model.posterior.has_density else 1
-    split = gaps.gap_split(model, xg, lp[:n_gap], q, memory_mb, trained_k)
+    # The bound the encoder was trained with; without a density (AVB) only its stand-in's ELBO.
+    trained_k = K if model.posterior.has_density else 1
+    objective = gaps.encoder_objective(objective_of(model))
+    split = gaps.gap_split(model, xg, lp[:n_gap], q, memory_mb, trained_k, objective)
     pp = split.pop("per_point")
     out["gaps"] = split | {
         "seconds": time.perf_counter() - t,

@@ -16,7 +16,6 @@ ICML, Sec. 3 and Table 1; Burda, Grosse & Salakhutdinov (2016), Eq. 8, for L_K.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, Normal
 
+from vaeinf.core import bounds
 from vaeinf.core.methods import Method
 from vaeinf.core.methods.base import GAUSSIAN, NO_FAMILY, chunking
 from vaeinf.evaluation.likelihood import summary
@@ -82,15 +82,42 @@ def _log_joint(model: Method, x: Tensor, z: Tensor) -> Tensor:
     return model.decoder.log_prob(x, model.decoder(z)) + model.prior().log_prob(z)
 
 
-def _grouped_bound(log_w: Tensor, K: int) -> Tensor:
-    """The mean over the G groups of K consecutive draws of their log-mean-exp (the L_K
-    estimate; K = 1: the ELBO), (G K, B) -> (B,)."""
-    groups = log_w.view(-1, K, log_w.shape[-1])  # (G, K, B)
-    return (torch.logsumexp(groups, 1) - math.log(K)).mean(0)
+def _grouped_bound(log_w: Tensor, K: int, objective="iwae") -> Tensor:
+    """The mean over the G groups of K consecutive draws of the objective's K-sample value
+    (:func:`vaeinf.core.bounds.bound`: "iwae" the L_K estimate, with K = 1 the ELBO), (G K, B)
+    -> (B,)."""
+    B = log_w.shape[-1]
+    G = log_w.shape[0] // K
+    groups = log_w.reshape(G, K, B).transpose(0, 1).reshape(K, G * B)  # (K, G B)
+    return bounds.bound(groups, objective).reshape(G, B).mean(0)
 
 
-def bound_name(K: int) -> str:
-    return "ELBO" if K == 1 else f"L_{K}"
+def objective_name(objective) -> str:
+    """The name of an objective given by name or as an object with a ``name``."""
+    return getattr(objective, "name", objective)
+
+
+def bound_name(K: int, objective="iwae") -> str:
+    """``ELBO``, ``L_50``, ``MIWAE(2, 5)``, ``CIWAE(β = 0.05)``: the bound an objective
+    (:func:`vaeinf.core.bounds.bound`) gives at K samples (PIWAE's, L_K, is its decoder's)."""
+    name = objective_name(objective)
+    if K == 1 or name == "elbo":
+        return "ELBO"
+    if name in ("iwae", "piwae"):
+        return f"L_{K}"
+    if name == "miwae":
+        return f"MIWAE({objective.groups}, {K // objective.groups})"
+    if name == "ciwae":
+        return f"CIWAE(β = {objective.beta:g})"
+    return f"the {name} objective at K = {K}"
+
+
+def encoder_objective(objective):
+    """The bound an objective trains the encoder on: itself, but PIWAE's encoder is trained on
+    MIWAE with its groups (Rainforth et al. 2018, Sec. 4)."""
+    if objective_name(objective) == "piwae":
+        return dataclasses.replace(objective, name="miwae")
+    return objective
 
 
 @torch.no_grad()
@@ -102,9 +129,11 @@ def bound(
     sampler: Sampler | None = None,
     params: dict[str, Tensor] | None = None,
     K: int = 1,
+    objective="iwae",
 ) -> Tensor:
     """Per-point L_K (N,) float64 (K = 1: the ELBO): the mean over floor(n / K) independent
-    groups of K draws of log (1/K) sum_k w_k, w = p(x, z) / q(z) (Burda et al. 2015, Eq. 8).
+    groups of K draws of log (1/K) sum_k w_k, w = p(x, z) / q(z) (Burda et al. 2015, Eq. 8); for
+    another ``objective`` (:func:`vaeinf.core.bounds.bound`), its value on each group.
 
     With ``sampler``/``params``: q is that family member (params' leading dim N); otherwise q
     is the model's posterior q_phi (:meth:`Method.log_weights`). Points and draws are chunked
@@ -124,7 +153,7 @@ def bound(
             else:
                 z, log_q = sampler({key: v[sl] for key, v in params.items()}, k)
                 log_w = _log_joint(model, xb, z) - log_q  # (k, b)
-            total += _grouped_bound(log_w.double(), K) * (k // K)
+            total += _grouped_bound(log_w.double(), K, objective) * (k // K)
         out[sl] = (total / groups).cpu()
     return out
 
@@ -141,13 +170,14 @@ def optimize(
     sampler: Sampler,
     s: QStarSettings,
     K: int = 1,
+    objective="iwae",
 ) -> tuple[dict[str, Tensor], dict]:
     """q* per point: Adam on the per-point parameters (one optimizer over (B, ...) tensors; the
     points do not interact, so the gradient of the batch sum is every point's own) ascending
-    the L_K estimate of max(1, ``samples`` // K) groups of K draws (K = 1: the ``samples``-draw
-    ELBO), from ``start``, until the windowed test of :class:`QStarSettings` holds or
-    ``max_steps``. The model's parameters stay fixed (only the local parameters are
-    differentiated). Returns the parameters and {steps, converged}."""
+    the L_K estimate (or ``objective``'s) of max(1, ``samples`` // K) groups of K draws (K = 1:
+    the ``samples``-draw ELBO), from ``start``, until the windowed test of
+    :class:`QStarSettings` holds or ``max_steps``. The model's parameters stay fixed (only the
+    local parameters are differentiated). Returns the parameters and {steps, converged}."""
     params = {k: v.detach().clone().requires_grad_() for k, v in start.items()}
     leaves = list(params.values())
     m = [torch.zeros_like(p) for p in leaves]
@@ -158,7 +188,7 @@ def optimize(
     for step in range(1, s.max_steps + 1):
         with torch.enable_grad():
             z, log_q = sampler(params, draws)  # (G K, B, D), (G K, B)
-            per_point = _grouped_bound(_log_joint(model, x, z) - log_q, K)  # (B,)
+            per_point = _grouped_bound(_log_joint(model, x, z) - log_q, K, objective)  # (B,)
             grads = torch.autograd.grad(per_point.sum(), leaves)
         with torch.no_grad():
             _adam_ascent(leaves, grads, m, v, step, s.lr)
@@ -194,10 +224,12 @@ def q_star(
     memory_mb: float,
     start: tuple[dict[str, Tensor], str] | None = None,
     K: int = 1,
+    objective="iwae",
 ) -> tuple[Tensor, dict]:
-    """L_K[q*] per point (N,) (K = 1: the ELBO) for ``family`` "own" (the posterior's per-point
-    family, :meth:`Posterior.local_params`) or "gaussian" (the yardstick, from ``start`` or
-    :func:`gaussian_start`), and a description of what was optimized.
+    """L_K[q*] per point (N,) (K = 1: the ELBO; or ``objective``'s value) for ``family``
+    "own" (the posterior's per-point family, :meth:`Posterior.local_params`) or "gaussian" (the
+    yardstick, from ``start`` or :func:`gaussian_start`), and a description of what was
+    optimized.
 
     q* is the better, per point, of the optimum Adam reached and its start (so that it is
     never worse than the encoder's own member by the noise of the optimizer), chosen on
@@ -212,20 +244,20 @@ def q_star(
     else:
         init, how = start or gaussian_start(model, x)
         sampler, kind = gaussian_sampler, "fully factorized Gaussian (mu, log sigma^2)"
-    best, info = optimize(model, x, init, sampler, s, K)
+    best, info = optimize(model, x, init, sampler, s, K, objective)
     n = s.select_samples
-    at_start = bound(model, x, n, memory_mb, sampler, init, K)
-    at_best = bound(model, x, n, memory_mb, sampler, best, K)
+    at_start = bound(model, x, n, memory_mb, sampler, init, K, objective)
+    at_best = bound(model, x, n, memory_mb, sampler, best, K, objective)
     keep = (~(at_best > at_start)).to(x.device)  # (N,): the start is no worse (or Adam's NaN)
     chosen = {
         k: torch.where(keep.view(-1, *[1] * (v.dim() - 1)), init[k].to(v.dtype), v)
         for k, v in best.items()
     }
-    values = bound(model, x, s.elbo_samples, memory_mb, sampler, chosen, K)
+    values = bound(model, x, s.elbo_samples, memory_mb, sampler, chosen, K, objective)
     info |= {
         "family": kind,
         "start": how,
-        "bound": bound_name(K),
+        "bound": bound_name(K, objective),
         "kept_start": int(keep.sum()),
         "seconds": time.perf_counter() - t0,
     }
@@ -259,11 +291,13 @@ def gap_split(
     s: QStarSettings,
     memory_mb: float = 512,
     K: int = 1,
+    objective="iwae",
 ) -> dict:
     """Cremer et al. (2018)'s split of log p(x) - L[q_phi] on the points x (N, D_x), given
     per-point log p^(x) (N,) (the AIS estimate), under the ELBO (their definition) and under
-    L_K, the bound the encoder was trained on (``K`` > 1: importance-weighted training; with
-    K = 1 the two are the same and ``training_bound`` repeats the ELBO's split).
+    the bound the encoder was trained on, ``objective`` (:func:`vaeinf.core.bounds.bound`) at
+    ``K`` samples, L_K for importance-weighted training; where that is the ELBO (K = 1 or the
+    "elbo" objective) the two are the same and ``training_bound`` repeats the ELBO's split.
 
     L[q_phi]: the bound of the trained posterior; for a posterior without a density (AVB) the
     bound of a stand-in, the diagonal Gaussian with the moments of its samples (the adversary is
@@ -285,17 +319,17 @@ def gap_split(
     else:
         phi_kind = "the trained posterior q_phi(z|x)"
 
-    def l_phi_at(k: int) -> Tensor:
+    def l_phi_at(k: int, obj="iwae") -> Tensor:
         if stand_in:
-            return bound(model, x, s.elbo_samples, memory_mb, gaussian_sampler, g_start[0], k)
-        return bound(model, x, s.elbo_samples, memory_mb, K=k)
+            return bound(model, x, s.elbo_samples, memory_mb, gaussian_sampler, g_start[0], k, obj)
+        return bound(model, x, s.elbo_samples, memory_mb, K=k, objective=obj)
 
-    def own_at(k: int, gauss: Tensor | None, gauss_info: dict | None) -> tuple[Tensor, dict]:
+    def own_at(k: int, gauss, gauss_info, obj="iwae") -> tuple[Tensor, dict]:
         if post.family in (NO_FAMILY, GAUSSIAN) and gauss is not None:
             return gauss, dict(gauss_info)
         if post.family in (NO_FAMILY, GAUSSIAN):
-            return q_star(model, x, "gaussian", s, memory_mb, g_start, k)
-        return q_star(model, x, "own", s, memory_mb, K=k)
+            return q_star(model, x, "gaussian", s, memory_mb, g_start, k, obj)
+        return q_star(model, x, "own", s, memory_mb, K=k, objective=obj)
 
     if post.family == NO_FAMILY:
         own_note = (
@@ -338,12 +372,12 @@ def gap_split(
         "per_point": {"log_px": log_px, "elbo_q_phi": l_phi, "own": own, "gaussian": gauss},
     }
     flags = negative(elbo_split, "ELBO")
-    if K > 1:
-        l_phi_k = l_phi_at(K)
-        own_k, own_k_info = own_at(K, None, None)
+    if bound_name(K, objective) != "ELBO":
+        l_phi_k = l_phi_at(K, objective)
+        own_k, own_k_info = own_at(K, None, None, objective)
         train_split = _split(log_px, own_k, l_phi_k)
         out["training_bound"] = {
-            "bound": bound_name(K),
+            "bound": bound_name(K, objective),
             "K": K,
             "same_as_elbo": False,
             "q_phi": summary(l_phi_k),
@@ -351,7 +385,7 @@ def gap_split(
             **train_split,
         }
         out["per_point"] |= {"train_q_phi": l_phi_k, "train_own": own_k}
-        flags += negative(train_split, bound_name(K))
+        flags += negative(train_split, bound_name(K, objective))
     else:
         out["training_bound"] = {
             "bound": "ELBO",
