@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from vaeinf.cli import _parse_set
-from vaeinf.config import RunConfig, TrainConfig, merge
+from vaeinf.config import RunConfig, TrainConfig, merge, validate
 from vaeinf.report.figures import FIGURES
 from vaeinf.report.tables import TABLES
 from vaeinf.report.tables.format import mean_sd, pivot_table
@@ -387,7 +387,7 @@ def test_check_study_names_the_key(change, message):
 
 
 def test_stale_files_resume_or_restart(tmp_path):
-    cfg = RunConfig(train=TrainConfig(epochs=3))
+    cfg = validate(RunConfig(train=TrainConfig(epochs=3)))  # as a job resolves it
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg.training(), sort_keys=False))
     ckpt = tmp_path / "checkpoint.pt"
     torch.save({"epoch": 1}, ckpt)
