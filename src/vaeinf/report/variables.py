@@ -508,8 +508,8 @@ def iwae_reference(df: pd.DataFrame, dataset: str, K: int, estimator: str) -> st
     return "iwae" if "iwae" in names else (names[0] if names else None)
 
 
-def _tighter_bounds_claims(df: pd.DataFrame, labels: dict) -> tuple[dict, dict]:
-    """(claim, basis) of the section "Are tighter bounds better?": the fitted slopes of the
+def _tighter_bounds_claims(df: pd.DataFrame, labels: dict) -> dict:
+    """The tree of claims of the section "Are tighter bounds better?": the fitted slopes of the
     encoder's and the decoder's gradient SNR against K (each variant of :func:`snr_variants`,
     over seeds), the change of the encoder's SNR from the start to the end of training, and
     each objective of :data:`OTHER_OBJECTIVES` against IWAE at the same samples (test NLL,
@@ -596,17 +596,7 @@ def _tighter_bounds_claims(df: pd.DataFrame, labels: dict) -> tuple[dict, dict]:
             if has
             else no_pair
         )
-
-    def split(tree: dict) -> tuple[dict, dict]:
-        text, basis = {}, {}
-        for k, v in tree.items():
-            if isinstance(v, dict):
-                text[k], basis[k] = split(v)
-            else:
-                text[k], basis[k] = v.text, v.basis
-        return text, basis
-
-    return split(claim)
+    return claim
 
 
 def _snr_settings(df: pd.DataFrame) -> dict:
@@ -705,7 +695,7 @@ def paper_variables(
         tree = _claims(df, c, methods, ks, len(seeds))
         tree["ablations"] = _ablation_claims(every, c_every, labels)
         tree["compute"] = _as_tree(*_compute_claims(df, c_curves, methods, labels))
-        tree["tighter"] = _as_tree(*_tighter_bounds_claims(every, labels))
+        tree["tighter"] = _tighter_bounds_claims(every, labels)
         return tree
 
     with claims.points(per_point):
