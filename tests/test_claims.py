@@ -12,7 +12,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from vaeinf.report import claims
+from vaeinf.report import claims, variables
 from vaeinf.report.paper.check import ManuscriptError, check, write_check
 from vaeinf.report.variables import NLL, paper_variables
 
@@ -506,3 +506,49 @@ def test_a_claim_says_where_is_and_ais_rank_the_methods_differently():
     text = rank_agreement(df, ["vae", "iwae"], [1, 5]).text
     assert text.startswith("order the methods alike at K = 1; at K = 5 swap iwae and vae (")
     assert "IS puts iwae higher by +0.20" in text and "AIS by −0.1" in text
+
+
+def test_the_conclusions_sort_the_levers_and_read_the_budgets():
+    """Discussion and abstract: which changes lowered the NLL (largest first, with their time
+    ratio), which did not; which cell leads at the smallest and at the largest budget."""
+    from vaeinf.report.variables import abstract_claim, conclusion_budget, conclusion_levers
+
+    rng = np.random.default_rng(1)
+    noise = {
+        (m, k, s): rng.normal(0, 0.01) for m in ("vae", "iwae") for k in (1, 5) for s in range(3)
+    }
+    df = runs(lambda m, k, s: 30.0 - 0.4 * (k > 1) * (m == "iwae") + noise[(m, k, s)])
+    df["variant"] = df["method"]
+    cost = cost_table(
+        {(m, k): (0.01 * k, 0.0099 * k, 0.0101 * k) for m in ("vae", "iwae") for k in (1, 5)}
+    )
+    cost["variant"] = cost["method"]
+    labels = {"vae": "VAE", "iwae": "IWAE"}
+    levers = variables._levers(df, df, cost, [1, 5], labels)
+    words = [w for w, _, _ in levers]
+    assert words == ["K = 5 rather than 1 for VAE", "K = 5 rather than 1 for IWAE",
+                     "IWAE rather than the VAE at K = 1"]  # fmt: skip
+    text = conclusion_levers(levers).text
+    assert text.startswith("1 of the 3 changes the study tests lowered the test NLL beyond its")
+    assert "uncertainty: K = 5 rather than 1 for IWAE (by 0.398 ± 0.00" in text
+    assert "at ×5 the time per epoch" in text
+    assert text.endswith(
+        "did not change beyond its uncertainty for K = 5 rather than 1 for VAE and IWAE rather "
+        "than the VAE at K = 1"
+    )
+    result = abstract_claim(df, levers, 12, 0.031).text
+    assert result.startswith("Over 12 runs, IWAE at K = 5 reaches the lowest test NLL, 29.6")
+    assert "the largest gain, 0.398 ± 0.00" in result and result.endswith(
+        "agree within 0.03 nats on the same points"
+    )
+    c = curve_frame(
+        {
+            ("cheap", 1): (10.0, [-30 + 0.5 * e for e in range(1, 41)]),
+            ("costly", 50): (100.0, [-20.0, -15.0, -12.0, -11.0]),
+        }
+    )
+    c["compute_unit"] = "VAE K=1"
+    assert conclusion_budget(c, {}).text == (
+        "with little compute (100 VAE K = 1 steps) costly at K = 50 leads, and with the most "
+        "(400) cheap at K = 1"
+    )

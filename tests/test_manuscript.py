@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from vaeinf.report.paper.check import ManuscriptError, check, main, setup_markdown
+from vaeinf.study.grid import runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,8 +101,60 @@ def test_the_paper_uses_only_known_labels_and_references():
 def test_setup_section_describes_the_config(config):
     cfg = {"method_overrides": {}, **yaml.safe_load((REPO / config).read_text())}
     text = setup_markdown(cfg)
-    n = len(cfg["datasets"]) * len(cfg["methods"]) * len(cfg["Ks"]) * len(cfg["seeds"])
-    assert f"{n} training runs" in text
-    assert all(m in text for m in cfg["methods"])
+    grid = runs(cfg)
+    n_grid = sum(r.variant == r.method for r in grid)
+    assert f"The study trains {len(grid)} runs" in text and f"is {n_grid} of them" in text
+    assert all(f"(`{m}`)" in text for m in cfg["methods"])
+    # Every method's own Ks are stated: the K lists of the methods of the grid.
+    for m, ks in (cfg.get("method_Ks") or {}).items():
+        assert f"K ∈ {{{', '.join(map(str, ks))}}}" in text, m
+    t = cfg["run"]["train"]
+    if t.get("patience"):
+        assert f"for {t['patience']} epochs (it converged)" in text
+        assert f"at the cap of {t['epochs']} epochs" in text
     if "mnist" in config:
         assert "@burda2016" in text and "hidden layers of 200 and 200 units" in text
+
+
+def test_a_claim_stated_twice_is_reported(tmp_path):
+    paper = make_paper(tmp_path)
+    (paper / "_variables.yml").write_text(
+        "result:\n  best: iwae\nclaim:\n  a: rises\nbasis:\n  a: '1 seed'\n"
+    )
+    _edit(paper, "[@burda2016].", "[@burda2016]. It {{< var claim.a >}}.")
+    check(paper)
+    _edit(paper, "# Intro {#sec-intro}", "# Intro {#sec-intro}\n\nIt {{< var claim.a >}}.")
+    with pytest.raises(ManuscriptError, match="claim 'claim.a' is used 2 times"):
+        check(paper)
+
+
+@pytest.mark.parametrize(
+    ("words", "settings", "ok"),
+    [
+        ("adaptive contrast", "avb: {adaptive_contrast: 'true'}", True),
+        ("adaptive contrast", "avb: {adaptive_contrast: 'false'}", False),
+        ("planar flows", "flow: {flow: radial}", False),
+        ("planar flows", "flow: {flow: planar or radial}", True),
+        ("DReG", "estimators: standard or stl", False),
+        ("DReG", "estimators: dreg or standard", True),
+        (
+            "backpropagated through the refinement",
+            "semi_amortized: {backprop_through_refinement: 'false'}",
+            False,
+        ),
+    ],
+)
+def test_the_methods_name_only_settings_the_runs_used(tmp_path, words, settings, ok):
+    """A setting the Methods name (adaptive contrast, planar flows, an estimator, an objective)
+    must be one the runs used (``settings.*``, from their resolved configs)."""
+    paper = make_paper(tmp_path)
+    (paper / "_variables.yml").write_text("result:\n  best: iwae\nsettings:\n  " + settings + "\n")
+    _edit(paper, "# Intro {#sec-intro}", f"# Methods\n\nWe use {words}.\n\n# Intro {{#sec-intro}}")
+    if ok:
+        check(paper)
+    else:
+        with pytest.raises(ManuscriptError, match="the Methods say"):
+            check(paper)
+    # Outside the Methods the same words are not a description of the runs.
+    _edit(paper, "# Methods\n\n", "# Background\n\n")
+    check(paper)

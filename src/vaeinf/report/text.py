@@ -7,9 +7,9 @@ datasets and K in one style; one function keeps them alike.
 from __future__ import annotations
 
 
-def join(items) -> str:
+def join(items, word: str = "and") -> str:
     """``a``, ``a and b``, ``a, b and c``: a list as the text reads it (empty: ``""``)."""
     items = [str(i) for i in items]
     if len(items) <= 2:
-        return " and ".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
+        return f" {word} ".join(items)
+    return ", ".join(items[:-1]) + f" {word} " + items[-1]

@@ -476,6 +476,165 @@ def _compute_claims(
     return text, basis
 
 
+def _levers(df: pd.DataFrame, every: pd.DataFrame, cost: pd.DataFrame | None,
+            ks: list[int], labels: dict) -> list[tuple[str, claims.Estimate, float]]:  # fmt: skip
+    """Every change the study tests against its baseline, as (words, the paired change of the
+    test NLL, the ratio of the times per epoch): more samples (K = min to max) for each method,
+    each richer posterior instead of the VAE at the smallest K, each ablation instead of its
+    base and each of Rainforth et al.'s objectives instead of IWAE at the same samples. The
+    estimates are those of the Results' claims (same labels, hence the same tests of the
+    family)."""
+    k_min, k_max = ks[0], ks[-1]
+    present = [m for m in labels if (df["method"] == m).any() and (df["variant"] == m).any()]
+    name = lambda v: labels.get(v, v)  # noqa: E731
+    sec = {}
+    if cost is not None and "variant" in cost:
+        sec = {
+            (v, int(K)): float(t)
+            for v, K, t in cost[["variant", "K", EPOCH_S]].itertuples(index=False)
+        }
+
+    def ratio(a: tuple, b: tuple) -> float:
+        return sec[b] / sec[a] if a in sec and b in sec else math.nan
+
+    out = []
+    for m in present:
+        est = claims.paired(
+            df, NLL, {"method": m, "K": k_min}, {"method": m, "K": k_max},
+            f"test NLL of {m}, K = {k_max} − K = {k_min}",
+        )  # fmt: skip
+        out.append(
+            (f"K = {k_max} rather than {k_min} for {name(m)}", est, ratio((m, k_min), (m, k_max)))
+        )
+    for m in present:
+        if m != "vae" and "vae" in present:
+            est = claims.paired(df, NLL, {"method": "vae", "K": k_min}, {"method": m, "K": k_min})
+            out.append(
+                (
+                    f"{name(m)} rather than the VAE at K = {k_min}",
+                    est,
+                    ratio(("vae", k_min), (m, k_min)),
+                )
+            )
+    named = every[every["variant"] != every["method"]]
+    obj = _objective(every)
+    for v, m, K in named[["variant", "method", "K"]].drop_duplicates().itertuples(index=False):
+        K = int(K)
+        if obj[every["variant"] == v].isin(OTHER_OBJECTIVES).any():
+            est_v = (
+                every.loc[every["variant"] == v, "estimator"].iloc[0]
+                if "estimator" in every
+                else "standard"
+            )
+            ref = iwae_reference(every, every["dataset"].iloc[0], K, est_v)
+            if ref is None:
+                continue
+            d = every["dataset"].iloc[0]
+            est = claims.paired(
+                every, NLL, {"dataset": d, "variant": ref, "K": K},
+                {"dataset": d, "variant": v, "K": K}, f"test NLL of {v} − {ref}, K = {K}",
+            )  # fmt: skip
+            out.append(
+                (f"{name(v)} rather than {name(ref)} at K = {K}", est, ratio((ref, K), (v, K)))
+            )
+        else:
+            est = claims.paired(
+                every, NLL, {"variant": m, "K": K}, {"variant": v, "K": K},
+                f"test NLL of {v} − {m}, K = {K}",
+            )  # fmt: skip
+            out.append((f"{name(v)} rather than {name(m)} at K = {K}", est, ratio((m, K), (v, K))))
+    return [x for x in out if x[1].n > 0]
+
+
+def conclusion_levers(
+    levers: list[tuple[str, claims.Estimate, float]], top: int = 3
+) -> claims.Claim:
+    """What paid and what did not, over every lever (:func:`_levers`): how many lowered the
+    test NLL beyond its uncertainty, the ``top`` largest gains with their cost, and the rest."""
+    if not levers:
+        return claims.Claim("n/a (no paired comparisons)", "no levers")
+
+    def times(r: float) -> str:
+        return f", at ×{r:.2g} the time per epoch" if math.isfinite(r) else ""
+
+    paid = sorted((x for x in levers if x[1].resolved and x[1].mean < 0), key=lambda x: x[1].mean)
+    worse = [x for x in levers if x[1].resolved and x[1].mean > 0]
+    null = [x for x in levers if not x[1].resolved]
+    parts = [
+        f"{len(paid)} of the {len(levers)} changes the study tests lowered the test NLL "
+        "beyond its uncertainty"
+    ]
+    if paid:
+        best = join(f"{w} (by {e.pm('nats', absolute=True)}{times(r)})" for w, e, r in paid[:top])
+        parts[0] += f"; the largest gains came from {best}" if len(paid) > 1 else f": {best}"
+    if worse:
+        parts.append("it rose for " + join(f"{w} ({e.pm('nats')})" for w, e, _ in worse))
+    if null:
+        parts.append("it did not change beyond its uncertainty for " + join(w for w, _, _ in null))
+    basis = " | ".join(f"{w}: {e.basis()}; time ratio {r:.3g}" for w, e, r in levers)
+    return claims.Claim("; ".join(parts), basis)
+
+
+def conclusion_budget(curves: pd.DataFrame | None, labels: dict) -> claims.Claim:
+    """Which (method, K) has the highest mean validation bound at the smallest and at the
+    largest budget of :func:`claims.compute_budgets` (the Results state the margins)."""
+    if curves is None or curves.empty:
+        return claims.Claim("n/a (no curves)", "no curves.csv")
+    from vaeinf.report.tidy import labelled
+
+    c = labelled(curves[curves["variant"] == curves["method"]], labels)
+    budgets = claims.compute_budgets(c)
+    if not budgets:
+        return claims.Claim("n/a (no budgets)", "no budgets")
+    unit = str(c["compute_unit"].iloc[0]).replace(" K=", " K = ")
+    winners = []
+    for b in (budgets[0], budgets[-1]):
+        v = claims.at_budget(c, b).groupby(["label", "K"])["val_bound"].mean()
+        label, K = v.idxmax()
+        winners.append((b, f"{label} at K = {K}", float(v.max())))
+    (b0, w0, v0), (b1, w1, v1) = winners
+    if w0 == w1:
+        text = (
+            f"{w0} leads from the smallest budget ({b0:,.0f} {unit} steps) to the largest "
+            f"({b1:,.0f})"
+        )
+    else:
+        text = (
+            f"with little compute ({b0:,.0f} {unit} steps) {w0} leads, and with the most "
+            f"({b1:,.0f}) {w1}"
+        )
+    return claims.Claim(
+        text, f"highest mean validation bound: {w0} {v0:.4g} at {b0:g}; {w1} {v1:.4g} at {b1:g}"
+    )
+
+
+def abstract_claim(df: pd.DataFrame, levers: list, n_runs: int, agree: float) -> claims.Claim:
+    """The abstract's result: the lowest test NLL of the grid, the change that lowered it most,
+    and how closely IS and AIS agree."""
+    mean = df.groupby(["method", "K"])[NLL].mean()
+    if mean.empty:
+        return claims.Claim("n/a (no runs)", "no runs")
+    (m, K), value = mean.idxmin(), float(mean.min())
+    from vaeinf.names import LABELS
+
+    text = (
+        f"Over {n_runs} runs, {LABELS.get(m, m)} at K = {K} reaches the lowest test NLL, "
+        f"{value:.2f} nats"
+    )
+    paid = sorted((x for x in levers if x[1].resolved and x[1].mean < 0), key=lambda x: x[1].mean)
+    if paid:
+        w, e, r = paid[0]
+        text += f"; the largest gain, {e.pm('nats', absolute=True)}, comes from {w}"
+        if math.isfinite(r):
+            text += f" at ×{r:.2g} the time per epoch"
+    if math.isfinite(agree):
+        text += f"; importance sampling and AIS agree within {agree:.2f} nats on the same points"
+    basis = f"mean test NLL by method and K: {mean.round(3).to_dict()}; " + (
+        f"largest resolved gain: {paid[0][1].basis()}" if paid else "no resolved gain"
+    )
+    return claims.Claim(text, basis)
+
+
 def _objective(df: pd.DataFrame) -> pd.Series:
     """Each run's objective: the summary's ``objective`` column, else its method's default."""
     from vaeinf.names import DEFAULT_OBJECTIVES
@@ -599,6 +758,38 @@ def _tighter_bounds_claims(df: pd.DataFrame, labels: dict) -> dict:
     return claim
 
 
+def _value_text(values: pd.Series) -> str:
+    """The setting the runs used, as text: ``true``/``false`` for flags, the values joined with
+    "or" where runs differ, ``n/a`` where none recorded it."""
+    out = []
+    for v in values.dropna().unique():
+        if isinstance(v, (bool, np.bool_)):
+            v = "true" if v else "false"
+        elif isinstance(v, float) and v.is_integer():
+            v = int(v)
+        out.append(str(v))
+    return join(sorted(out), "or") if out else "n/a"
+
+
+def run_settings(every: pd.DataFrame) -> dict:
+    """What the runs ran with, from their resolved configs (the Methods quote these, so that
+    they describe the runs, and the manuscript check compares its words with them): the
+    estimators and objectives of all runs, and per base method the ``method_options`` of its
+    own runs (not its ablations')."""
+    prefix = "config.method_options."
+    out: dict = {
+        "estimators": _value_text(every["estimator"]) if "estimator" in every else "n/a",
+        "objectives": _value_text(_objective(every)) if len(every) else "n/a",
+    }
+    for method, g in every[every["variant"] == every["method"]].groupby("method", sort=False):
+        out[method] = {
+            c[len(prefix) :]: _value_text(g[c])
+            for c in g.columns
+            if c.startswith(prefix) and g[c].notna().any()
+        }
+    return out
+
+
 def _snr_settings(df: pd.DataFrame) -> dict:
     """The SNR measurement's settings as the paper states them ("n/a" where not measured)."""
     import json
@@ -691,11 +882,22 @@ def paper_variables(
     )
     c_curves = curves[curves["dataset"] == primary] if curves is not None else None
 
+    same_points = (
+        df.groupby(["method", "K"])[AIS_MINUS_IS].mean() if AIS_MINUS_IS in df else pd.Series()
+    )
+    agree = float(same_points.abs().max()) if len(same_points) else math.nan
+
     def all_claims() -> dict:
         tree = _claims(df, c, methods, ks, len(seeds))
         tree["ablations"] = _ablation_claims(every, c_every, labels)
         tree["compute"] = _as_tree(*_compute_claims(df, c_curves, methods, labels))
         tree["tighter"] = _tighter_bounds_claims(every, labels)
+        levers = _levers(df, every, c_every, ks, labels)
+        tree["conclusion"] = {
+            "levers": conclusion_levers(levers),
+            "budget": conclusion_budget(c_curves, labels),
+        }
+        tree["abstract"] = {"result": abstract_claim(df, levers, len(runs(config)), agree)}
         return tree
 
     with claims.points(per_point):
@@ -775,6 +977,7 @@ def paper_variables(
         },
         "ais": ais,
         "snr": _snr_settings(every),
+        "settings": run_settings(every),
         "claim": claim,
         "basis": basis,
     }

@@ -69,8 +69,10 @@ def setup_markdown(config: dict) -> str:
 
     datasets, methods = config["datasets"], config["methods"]
     ks, seeds = sorted(config["Ks"]), config["seeds"]
-    n_grid = len(datasets) * len(methods) * len(ks) * len(seeds)
-    n_runs = len(study.runs(config))
+    table, labels = study.variants(config), study.labels(config)
+    all_runs = study.runs(config)
+    n_runs = len(all_runs)
+    n_grid = sum(r.variant == r.method for r in all_runs)
     named = list(config.get("variants") or {})
     base = study.resolved_run_config(
         study.run_overrides(config, datasets[0], methods[0], ks[0], seeds[0])
@@ -80,22 +82,27 @@ def setup_markdown(config: dict) -> str:
         n_ep = t.epochs or 3280
         schedule = (
             f"the schedule of @burda2016 (stage i of 3^i epochs at learning rate "
-            f"10^-3 · 10^(-i/7)), {n_ep} epochs"
+            f"10^-3 · 10^(-i/7)), at most {n_ep} epochs"
         )
     else:
-        schedule = f"a constant learning rate of {t.lr:g} for {t.epochs} epochs"
+        schedule = f"a constant learning rate of {t.lr:g}, at most {t.epochs} epochs"
+    # Which methods run at which Ks: grouped by their K lists, in the order of the methods.
+    by_ks: dict[tuple, list[str]] = {}
+    for meth in methods:
+        by_ks.setdefault(tuple(table[meth]["Ks"]), []).append(labels[meth])
+    at_ks = "; ".join(
+        f"{join(names)} at K ∈ {{{', '.join(map(str, k))}}}" for k, names in by_ks.items()
+    )
     lines = [
-        f"The study is a full grid of {_count(datasets, 'dataset')} × "
-        f"{_count(methods, 'method')} × {_count(ks, 'value')} of K × {_count(seeds, 'seed')}, "
-        f"{n_grid} training runs"
+        f"The study trains {n_runs} runs. The grid, {_count(datasets, 'dataset')} × "
+        f"{_count(methods, 'method')} × {_count(seeds, 'seed')} ({join(seeds)}) at each "
+        f"method's values of K, is {n_grid} of them: {at_ks}"
         + (
-            f", and {_count(named, 'ablation')} of a method beside it, {n_runs - n_grid} runs "
-            f"(@sec-ablations), {n_runs} in all"
+            f"; {_count(named, 'ablation')} of a method beside it (@sec-ablations) are the "
+            f"other {n_runs - n_grid}."
             if named
-            else " in all"
-        )
-        + f": methods {join(methods)}; K ∈ {{{', '.join(map(str, ks))}}}; "
-        f"seed{'s' if len(seeds) > 1 else ''} {join(seeds)}.",
+            else "."
+        ),
         "",
         "**Data.** " + "; ".join(DATASET_TEXT.get(d, d) for d in datasets) + ".",
         "",
@@ -107,9 +114,13 @@ def setup_markdown(config: dict) -> str:
         + ".",
         "",
         f"**Optimization.** Adam [@kingma2015adam] with β = ({t.betas[0]:g}, {t.betas[1]:g}), "
-        f"ε = {t.eps:g}, minibatches of {t.batch_size}, {schedule}; the encoder gradient "
-        f"estimator is `{base.estimator}`. Each run is one Snakemake job; the training K is the "
-        "number of samples of the method's objective.",
+        f"ε = {t.eps:g}, minibatches of {t.batch_size}"
+        + (f" from the first {t.train_points} training points" if t.train_points else "")
+        + f", {schedule}; the encoder gradient estimator is `{base.estimator}` unless an "
+        "ablation says otherwise. "
+        + stopping_text(t)
+        + " Each run is one Snakemake job; the training K is the number of samples of the "
+        "method's objective.",
         "",
         f"**Evaluation.** The test negative log-likelihood is the importance-sampled estimate "
         f"−L~{e.nll_k}~ with {e.nll_k} samples per test point [@burda2016]"
@@ -134,6 +145,35 @@ def setup_markdown(config: dict) -> str:
         ]
         lines += variant_settings(config)
     return "\n".join(lines) + "\n"
+
+
+def stopping_text(t) -> str:
+    """When a run of train settings ``t`` ends, in words (vaeinf.core.train.stop_reason)."""
+    val = f"L~{t.val_k}~" if t.val_k else "its training bound"
+    rule = []
+    if t.patience:
+        smooth = (
+            f", smoothed as s~t~ = {t.smoothing:g} s~t−1~ + {1 - t.smoothing:g} v~t~,"
+            if t.smoothing
+            else ""
+        )
+        rule.append(
+            f"a run ends when its validation bound v~t~ ({val} on {t.val_points or 'all'} "
+            f"validation points){smooth} has not risen by more than {t.min_delta:g} nats for "
+            f"{t.patience} epoch{'s' if t.patience != 1 else ''} (it converged)"
+        )
+    cap = f"at the cap of {t.epochs} epochs" if t.epochs else ""
+    budget = f"after {t.max_steps} optimizer steps" if t.max_steps else ""
+    ends = join([x for x in (cap, budget) if x], "or")
+    if rule:
+        text = rule[0] + (f", or {ends}" if ends else "")
+    else:
+        text = f"every run trains {ends or 'to the end of its schedule'}"
+    return (
+        text[0].upper()
+        + text[1:]
+        + "; the state evaluated is that of its highest validation bound."
+    )
 
 
 def variant_settings(config: dict) -> list[str]:
@@ -198,7 +238,7 @@ def method_options(config: dict) -> list[str]:
 
     from vaeinf.study import grid as study
 
-    parts = []
+    parts, labels = [], study.labels(config)
     for m in config["methods"]:
         cfg = study.resolved_run_config(
             study.run_overrides(
@@ -207,7 +247,7 @@ def method_options(config: dict) -> list[str]:
         )
         opts = cfg.options()
         items = [f"`{k}={v}`" for k, v in dataclasses.asdict(opts).items() if v is not None]
-        parts.append(f"- `{m}`: " + (", ".join(items) if items else "none"))
+        parts.append(f"- {labels[m]} (`{m}`): " + (", ".join(items) if items else "none"))
     return parts
 
 
@@ -379,6 +419,13 @@ def check(paper_dir: str | Path, document: str | None = None) -> dict:
         if not (root / img).is_file():
             problems.append(f"figure file '{img}' does not exist")
     claims = claims_used(root, used_vars, problems)
+    every_var = VAR_RE.findall(doc.read_text())
+    for key in sorted({k for k in every_var if k.startswith("claim.") and every_var.count(k) > 1}):
+        problems.append(
+            f"claim '{key}' is used {every_var.count(key)} times: a generated sentence is "
+            "stated once (say it again in other words, or refer to where it is stated)"
+        )
+    problems += methods_against_runs(text, root)
     if problems:
         raise ManuscriptError(
             f"manuscript check of {doc} failed ({len(problems)} problem(s)):\n  - "
@@ -394,6 +441,50 @@ def check(paper_dir: str | Path, document: str | None = None) -> dict:
         "claims": claims,
         "unbacked": unbacked_sentences(doc.read_text()),
     }
+
+
+#: Words of the Methods that name a setting, and the setting of the runs they need: (pattern,
+#: ``settings.*`` variable, the value it must contain). The ``settings`` variables are read
+#: from the runs' resolved configs (vaeinf.report.variables.run_settings).
+METHODS_WORDS = [
+    (r"adaptive contrast", "settings.avb.adaptive_contrast", "true"),
+    (
+        r"backpropagat\w* through (?:its|the) refinement",
+        "settings.semi_amortized.backprop_through_refinement",
+        "true",
+    ),
+    (r"\bplanar\b", "settings.flow.flow", "planar"),
+    (r"\bradial\b", "settings.flow.flow", "radial"),
+    (r"\bSTL\b", "settings.estimators", "stl"),
+    (r"\bDReG\b", "settings.estimators", "dreg"),
+    (r"\bMIWAE\b", "settings.objectives", "miwae"),
+    (r"\bCIWAE\b", "settings.objectives", "ciwae"),
+    (r"\bPIWAE\b", "settings.objectives", "piwae"),
+]
+
+
+def methods_section(text: str) -> str:
+    """The resolved Methods section: from its level-1 heading to the next one."""
+    m = re.search(r"^# Methods\b.*?$(?P<body>.*?)(?=^# )", text, re.M | re.S)
+    return m["body"] if m else ""
+
+
+def methods_against_runs(text: str, root: Path) -> list[str]:
+    """A setting the Methods name (:data:`METHODS_WORDS`) that no run of the study used."""
+    path = root / "_variables.yml"
+    variables = flatten_variables(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    if "settings" not in variables:
+        return []
+    body, problems = methods_section(text), []
+    for pattern, key, value in METHODS_WORDS:
+        found = re.search(pattern, body)
+        used = str(variables.get(key, "n/a"))
+        if found and value not in re.split(r",? or |, ", used):
+            problems.append(
+                f"the Methods say '{found[0]}', but the runs used {key.removeprefix('settings.')}"
+                f" = {used} (not {value}); describe what ran"
+            )
+    return problems
 
 
 def claims_used(root: Path, used: list[str], problems: list[str]) -> dict[str, dict]:
