@@ -158,3 +158,30 @@ def test_the_methods_name_only_settings_the_runs_used(tmp_path, words, settings,
     # Outside the Methods the same words are not a description of the runs.
     _edit(paper, "# Methods\n\n", "# Background\n\n")
     check(paper)
+
+
+@pytest.mark.parametrize(
+    ("font_pt", "width", "ok"), [(9, "100%", True), (9, "40%", False), (5, "100%", False)]
+)
+def test_figure_text_that_prints_below_7_pt_is_reported(tmp_path, font_pt, width, ok):
+    """The figure's smallest font (recorded when it is saved) scaled to its printed width: a
+    6.7 in wide figure at 9 pt prints at 9 pt across the A4 text width, at 3.6 pt at 40 %."""
+    from vaeinf.report.figures import style
+
+    paper = make_paper(tmp_path)
+    (paper / "_quarto.yml").write_text(
+        "project:\n  render: [index.qmd]\nformat:\n  typst:\n    papersize: a4\n"
+        "    margin:\n      x: 2cm\n"
+    )
+    plt, _ = style.lib()
+    fig, ax = plt.subplots(figsize=(6.7, 3))
+    ax.plot([0, 1], [0, 1])
+    ax.tick_params(labelsize=font_pt)
+    ax.set_xlabel("x", fontsize=12)
+    style.save(fig, paper / "_generated/a.png", tmp_path / "a.pdf")
+    _edit(paper, "{#fig-a}", f"{{#fig-a width={width}}}")
+    if ok:
+        check(paper)
+    else:
+        with pytest.raises(ManuscriptError, match="its smallest text prints at"):
+            check(paper)

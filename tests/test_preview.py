@@ -260,20 +260,39 @@ def test_the_paper_uses_only_what_the_filter_knows():
 
 
 def test_bound_and_time_traces_pair_per_method_with_mean_sd():
+    """The PDF figure's layout: a panel per method with the bound (left axis) and the time
+    (right axis); a named variant's points in its base method's panel, named in the legend."""
     summary = summary_frame(1)
     fig = bound_and_time_figure(summary, None, methods=["iwae", "vae"])
     traces = fig.data
     assert len(traces) == 4
     assert [t.legendgroup for t in traces] == ["iwae", "iwae", "vae", "vae"]
-    assert [t.showlegend for t in traces] == [True, False, True, False]
+    assert [(t.xaxis, t.yaxis) for t in traces] == [
+        ("x", "y"),
+        ("x", "y2"),
+        ("x2", "y3"),
+        ("x2", "y4"),
+    ]
+    assert [a.text for a in fig.layout.annotations] == ["iwae", "vae"]  # the panel titles
+    assert not any(t.showlegend for t in traces)
+    dreg = summary[summary["method"] == "iwae"].assign(variant="iwae-dreg")
+    both = pd.concat([summary.assign(variant=summary["method"]), dreg])
+    fig2 = bound_and_time_figure(both, None, methods=["iwae", "vae", "iwae-dreg"])
+    ablation = [t for t in fig2.data if t.name == "iwae-dreg"]
+    assert [(t.xaxis, t.yaxis, t.showlegend, t.mode) for t in ablation] == [
+        ("x", "y", True, "markers"),
+        ("x", "y2", False, "markers"),
+    ]
     g = summary.groupby(["method", "K"])
     for t in traces:
-        column = "time_per_epoch.median_s" if t.yaxis == "y2" else "time_per_epoch.final_val_LK"
+        column = (
+            "time_per_epoch.median_s" if t.yaxis in ("y2", "y4") else "time_per_epoch.final_val_LK"
+        )
         mean = g[column].mean().loc[t.legendgroup]
         sd = g[column].std().loc[t.legendgroup]
         np.testing.assert_allclose(t.y, mean.to_numpy())
         np.testing.assert_allclose(t.error_y.array, sd.to_numpy())
-        digits = 3 if t.yaxis == "y2" else 2
+        digits = 3 if t.yaxis in ("y2", "y4") else 2
         assert f"{mean.iloc[0]:.{digits}f} ± {sd.iloc[0]:.{digits}f}" in t.text[0]
         assert "mean ± s.d. over 2 seeds" in t.text[0]
     assert fig.layout.xaxis.type == "log"

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from vaeinf.report.figures import style
 from vaeinf.report.tidy import display_order, labelled
 from vaeinf.rundir import atomic_write_text
 
@@ -63,88 +62,101 @@ def _mean_sd(mean: float, sd: float, n: int, digits: int) -> str:
 
 
 def bound_and_time_figure(summary: pd.DataFrame, cost: pd.DataFrame | None = None, methods=None):
-    """The Plotly figure: a column per dataset, twin y axes, a legend group per variant."""
+    """The Plotly figure of the PDF's: a panel per (dataset, base method), three to a row, with
+    twin y axes (bound solid on the left, seconds per epoch dashed on the right) and the base's
+    ablations as points of their own markers in its panel; a legend entry per variant."""
+    import math
+
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from vaeinf.report.figures.bound_and_time_vs_k import base_panels
+
+    summary = summary if "label" in summary else labelled(summary)
     data = bound_and_time_data(summary, cost)
     datasets = list(dict.fromkeys(data["dataset"]))
-    present = list(dict.fromkeys(data["label"]))
-    order = [m for m in (methods or []) if m in present] + [
-        m for m in present if m not in (methods or [])
+    panels, extra = base_panels(summary, methods)
+    ncol = min(3, len(panels))
+    rows_per = math.ceil(len(panels) / ncol)
+    titles = [
+        (m if len(datasets) == 1 else f"{d}: {m}") if i < len(panels) else ""
+        for d in datasets
+        for i, m in enumerate(panels + [""] * (rows_per * ncol - len(panels)))
     ]
-    # The colour of each method in every figure of the paper.
-    colours = style.palette(summary if "label" in summary else labelled(summary), order)
     fig = make_subplots(
-        rows=1,
-        cols=len(datasets),
-        specs=[[{"secondary_y": True}] * len(datasets)],
-        subplot_titles=datasets if len(datasets) > 1 else None,
-        horizontal_spacing=0.12,
+        rows=rows_per * len(datasets),
+        cols=ncol,
+        specs=[[{"secondary_y": True}] * ncol] * (rows_per * len(datasets)),
+        subplot_titles=titles,
+        horizontal_spacing=0.11,
+        vertical_spacing=0.16 / max(1, rows_per * len(datasets) - 1) + 0.08,
     )
-    for col, dataset in enumerate(datasets, start=1):
-        for method in order:
-            d = data[(data["dataset"] == dataset) & (data["label"] == method)].sort_values("K")
-            if d.empty:
-                continue
-            colour = colours[method]
-            for column, secondary, dash, symbol, label, digits in (
-                ("bound", False, "solid", "circle", "validation L<sub>K</sub>", 2),
-                ("epoch_s", True, "dash", "square", "seconds per epoch", 3),
-            ):
-                mean, sd, n = d[f"{column}_mean"], d[f"{column}_sd"], d[f"{column}_n"]
-                text = [
-                    f"<b>{method}</b>, {dataset}, K = {k}<br>{label}: {_mean_sd(m, s, c, digits)}"
-                    for k, m, s, c in zip(d["K"], mean, sd, n, strict=True)
-                ]
-                fig.add_trace(
-                    go.Scatter(
-                        x=d["K"],
-                        y=mean,
-                        error_y=dict(type="data", array=sd.fillna(0), visible=bool(n.max() > 1)),
-                        mode="lines+markers",
-                        line=dict(color=colour, dash=dash),
-                        marker=dict(symbol=symbol, size=7),
-                        name=method,
-                        legendgroup=method,
-                        showlegend=col == 1 and not secondary,
-                        text=text,
-                        hovertemplate="%{text}<extra></extra>",
-                    ),
-                    row=1,
-                    col=col,
-                    secondary_y=secondary,
-                )
-        ks = sorted(data.loc[data["dataset"] == dataset, "K"].unique())
-        fig.update_xaxes(
-            title_text="K (training samples)",
-            type="log",
-            tickvals=ks,
-            ticktext=[str(k) for k in ks],
-            row=1,
-            col=col,
-        )
-        fig.update_yaxes(
-            title_text="validation L<sub>K</sub> (nats), solid" if col == 1 else None,
-            secondary_y=False,
-            row=1,
-            col=col,
-        )
-        fig.update_yaxes(
-            title_text="seconds per epoch, dashed" if col == len(datasets) else None,
-            secondary_y=True,
-            rangemode="tozero",
-            showgrid=False,
-            row=1,
-            col=col,
-        )
+    bound_colour, time_colour = "#0072B2", "#D55E00"  # the PDF figure's (colorblind 0 and 3)
+    variant_symbols = ["x", "star", "hexagon", "triangle-left", "triangle-right", "pentagon"]
+    ks = sorted(data["K"].unique())
+    for r, dataset in enumerate(datasets):
+        for i, method in enumerate(panels):
+            row, col = r * rows_per + i // ncol + 1, i % ncol + 1
+            for j, label in enumerate([method, *extra[method]]):
+                d = data[(data["dataset"] == dataset) & (data["label"] == label)].sort_values("K")
+                own = j == 0
+                for column, secondary, colour, what, digits in (
+                    ("bound", False, bound_colour, "validation L<sub>K</sub>", 2),
+                    ("epoch_s", True, time_colour, "seconds per epoch", 3),
+                ):
+                    mean, sd, n = d[f"{column}_mean"], d[f"{column}_sd"], d[f"{column}_n"]
+                    text = [
+                        f"<b>{label}</b>, {dataset}, K = {k}<br>{what}: {_mean_sd(m, s, c, digits)}"
+                        for k, m, s, c in zip(d["K"], mean, sd, n, strict=True)
+                    ]
+                    symbol = ("circle" if not secondary else "square") if own else (
+                        variant_symbols[(j - 1) % len(variant_symbols)] + "-open"
+                    )  # fmt: skip
+                    fig.add_trace(
+                        go.Scatter(
+                            x=d["K"],
+                            y=mean,
+                            error_y=dict(
+                                type="data", array=sd.fillna(0), visible=bool(n.max() > 1)
+                            ),
+                            mode="lines+markers" if own else "markers",
+                            line=dict(color=colour, dash="dash" if secondary else "solid"),
+                            marker=dict(symbol=symbol, size=7 if own else 9, color=colour),
+                            name=label,
+                            legendgroup=label,
+                            showlegend=not own and not secondary,
+                            text=text,
+                            hovertemplate="%{text}<extra></extra>",
+                        ),
+                        row=row,
+                        col=col,
+                        secondary_y=secondary,
+                    )
+            fig.update_xaxes(
+                title_text="K", type="log", tickvals=ks, ticktext=[str(k) for k in ks],
+                row=row, col=col,
+            )  # fmt: skip
+            fig.update_yaxes(
+                title_text="validation L<sub>K</sub> (nats)" if col == 1 else None,
+                color=bound_colour, secondary_y=False, row=row, col=col,
+            )  # fmt: skip
+            fig.update_yaxes(
+                title_text="seconds per epoch" if col == ncol else None, color=time_colour,
+                rangemode="tozero", showgrid=False, secondary_y=True, row=row, col=col,
+            )  # fmt: skip
     fig.update_layout(
         template="plotly_white",
-        legend=dict(title_text="click: show/hide", groupclick="togglegroup"),
+        # The ablations' markers, named below the panels (a panel's title names its method).
+        legend=dict(orientation="h", yanchor="top", y=-0.1, xanchor="center", x=0.5),
         hovermode="closest",
-        margin=dict(l=60, r=60, t=40 if len(datasets) > 1 else 20, b=50),
+        margin=dict(l=70, r=70, t=40, b=70),
     )
     return fig
+
+
+def _rows(fig) -> int:
+    """The number of rows of subplots of ``fig``."""
+    return max(1, len(fig._grid_ref))
 
 
 def bound_and_time_html(
@@ -163,7 +175,7 @@ def bound_and_time_html(
         include_plotlyjs=True,
         div_id="bound-and-time",
         default_width="100%",
-        default_height="460px",
+        default_height=f"{260 * _rows(fig)}px",
         config={"displaylogo": False, "responsive": True},
     )
     atomic_write_text(out_html, html + "\n")

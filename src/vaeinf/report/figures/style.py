@@ -227,12 +227,31 @@ def image_rows(samples, methods, n_images, make) -> Figure:
     return fig
 
 
-def save(fig: Figure, png: str | Path, pdf: str | Path, dpi: int = 200) -> None:
-    """Save atomically as PNG and PDF (PDF metadata without a date, so reruns are stable)."""
-    plt, _ = lib()
+#: PNG text key of the smallest font size (pt) in a figure, at the figure's own size: the
+#: manuscript check scales it to the printed width (vaeinf.report.paper.check).
+MIN_FONT_KEY = "vaeinf:min-font-pt"
 
+
+def min_font_pt(fig: Figure) -> float:
+    """The smallest font size (pt) of the visible, non-empty text of ``fig``."""
+    from matplotlib.text import Text
+
+    sizes = [
+        t.get_fontsize()
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and t.figure is not None
+    ]
+    return float(min(sizes)) if sizes else math.nan
+
+
+def save(fig: Figure, png: str | Path, pdf: str | Path, dpi: int = 200) -> None:
+    """Save atomically as PNG and PDF (PDF metadata without a date, so reruns are stable); the
+    PNG records the smallest font size (:data:`MIN_FONT_KEY`)."""
+    plt, _ = lib()
+    fig.canvas.draw()  # tick labels exist once drawn
+    meta = {"Software": None, MIN_FONT_KEY: f"{min_font_pt(fig):.2f}"}
     for path, fmt, extra in (
-        (png, "png", {"dpi": dpi, "metadata": {"Software": None}}),
+        (png, "png", {"dpi": dpi, "metadata": meta}),
         (pdf, "pdf", {"metadata": {"CreationDate": None, "Creator": None, "Producer": None}}),
     ):
         buf = io.BytesIO()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -426,6 +427,7 @@ def check(paper_dir: str | Path, document: str | None = None) -> dict:
             "stated once (say it again in other words, or refer to where it is stated)"
         )
     problems += methods_against_runs(text, root)
+    problems += small_figure_text(text, root, quarto)
     if problems:
         raise ManuscriptError(
             f"manuscript check of {doc} failed ({len(problems)} problem(s)):\n  - "
@@ -483,6 +485,75 @@ def methods_against_runs(text: str, root: Path) -> list[str]:
             problems.append(
                 f"the Methods say '{found[0]}', but the runs used {key.removeprefix('settings.')}"
                 f" = {used} (not {value}); describe what ran"
+            )
+    return problems
+
+
+#: The smallest text a printed figure may have (pt).
+MIN_PRINT_PT = 7.0
+PAPER_WIDTH_IN = {"a4": 8.27, "us-letter": 8.5, "letter": 8.5, "a5": 5.83}
+UNITS_IN = {"in": 1.0, "cm": 1 / 2.54, "mm": 1 / 25.4, "pt": 1 / 72}
+IMAGE_RE = re.compile(r"\]\((?P<path>[^)\s]+\.png)\)(?:\{(?P<attrs>[^}]*)\})?")
+
+
+def text_width_in(quarto: dict) -> float:
+    """The PDF's text width (inches): the Typst paper's width less its horizontal margins."""
+    typst = ((quarto.get("format") or {}).get("typst")) or {}
+    width = PAPER_WIDTH_IN.get(str(typst.get("papersize", "a4")).lower(), 8.27)
+    margin = (typst.get("margin") or {}).get("x", "2.5cm")
+    m = re.fullmatch(r"\s*([\d.]+)\s*(in|cm|mm|pt)\s*", str(margin))
+    return width - 2 * (float(m[1]) * UNITS_IN[m[2]] if m else 1.0)
+
+
+def png_info(path: Path) -> tuple[float, float, dict[str, str]]:
+    """(width in pixels, pixels per inch, text chunks) of a PNG; (nan, nan, {}) when unreadable."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return math.nan, math.nan, {}
+    pos, width, ppi, texts = 8, math.nan, math.nan, {}
+    while pos + 8 <= len(data):
+        n, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + n]
+        if kind == b"IHDR":
+            width = struct.unpack(">I", body[:4])[0]
+        elif kind == b"pHYs" and body[8] == 1:  # pixels per metre
+            ppi = struct.unpack(">I", body[:4])[0] * 0.0254
+        elif kind == b"tEXt":
+            key, _, value = body.partition(b"\0")
+            texts[key.decode("latin-1")] = value.decode("latin-1")
+        elif kind == b"zTXt":
+            key, _, rest = body.partition(b"\0")
+            texts[key.decode("latin-1")] = zlib.decompress(rest[1:]).decode("latin-1")
+        pos += 12 + n
+    return float(width), ppi, texts
+
+
+def small_figure_text(text: str, root: Path, quarto: dict) -> list[str]:
+    """Figures whose smallest text (recorded by vaeinf.report.figures.style.save) prints below
+    :data:`MIN_PRINT_PT` in the PDF: its size × the printed width (the image's ``width=`` share
+    of the text width, or its own size capped at the text width) / the figure's width."""
+    from vaeinf.report.figures.style import MIN_FONT_KEY
+
+    text_w, problems = text_width_in(quarto), []
+    for m in IMAGE_RE.finditer(text):
+        path = root / m["path"]
+        if not path.is_file():
+            continue
+        px, ppi, meta = png_info(path)
+        if MIN_FONT_KEY not in meta or not (px > 0 and ppi > 0):
+            continue
+        fig_w = px / ppi
+        share = re.search(r"width\s*=\s*\"?([\d.]+)%", m["attrs"] or "")
+        printed = text_w * float(share[1]) / 100 if share else min(fig_w, text_w)
+        pt = float(meta[MIN_FONT_KEY]) * printed / fig_w
+        if pt < MIN_PRINT_PT:
+            problems.append(
+                f"figure '{m['path']}': its smallest text prints at {pt:.1f} pt (< "
+                f"{MIN_PRINT_PT:g} pt): {float(meta[MIN_FONT_KEY]):g} pt on a {fig_w:.1f} in "
+                f"figure shown {printed:.1f} in wide; enlarge the text or narrow the figure"
             )
     return problems
 
