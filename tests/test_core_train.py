@@ -343,6 +343,11 @@ def test_stopping_rule_on_a_synthetic_curve():
     assert _stop_epoch(curve, max_steps=100) == (8, "budget")
     # A converged run at the same epoch as the budget converged.
     assert _stop_epoch(fall, patience=5, max_steps=14 * 11) == (11, "converged")
+    # A plateau at the start (4 flat epochs, then the rise): patience 3 alone stops it after
+    # epoch 4; min_epochs 8 lets it rise, and it stops 3 epochs after its last improvement.
+    plateau = [0.0] * 4 + [float(e) for e in range(1, 7)] + [6.0] * 10
+    assert _stop_epoch(plateau, patience=3, min_delta=0.05) == (4, "converged")
+    assert _stop_epoch(plateau, patience=3, min_delta=0.05, min_epochs=8) == (13, "converged")
 
 
 def test_smoothing_waits_out_a_single_noisy_epoch():

@@ -175,8 +175,11 @@ class TrainConfig:
     # ("converged"; null: never). The smoothed bound is the exponential moving average
     # s_t = smoothing s_{t-1} + (1 - smoothing) v_t of the validation bound v_t, taken with
     # `val_k` samples (null: the training K; one value for every run puts every run's curve
-    # on the same yardstick). The saved model is the state of the best validation bound.
+    # on the same yardstick). No run converges before `min_epochs` epochs: early in training a
+    # bound can sit on a plateau (e.g. while the posterior collapses) for longer than
+    # `patience`. The saved model is the state of the best validation bound.
     patience: int | None = field(default=None, metadata=POSITIVE)
+    min_epochs: int = field(default=1, metadata=POSITIVE)
     min_delta: float = field(default=0.0, metadata=limits(ge=0))
     smoothing: float = field(default=0.0, metadata=limits(ge=0, lt=1))
     max_steps: int | None = field(default=None, metadata=POSITIVE)

@@ -116,6 +116,7 @@ rule paper:
         qmd="paper/index.qmd",
         quarto="paper/_quarto.yml",
         bib="paper/references.bib",
+        css="paper/paper.css",
     output:
         html="paper/_output/index.html",
         pdf="paper/_output/index.pdf",
@@ -140,6 +141,7 @@ rule preview:
         quarto="paper/_quarto.yml",
         bib="paper/references.bib",
         lua="paper/preview.lua",
+        css="paper/paper.css",
         code=library("report.paper.preview"),
     output:
         html=PREVIEW["html"],

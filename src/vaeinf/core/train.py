@@ -102,7 +102,11 @@ def stop_reason(rows: list[dict], cfg: RunConfig) -> str | None:
         return None
     t = cfg.train
     curve = [float(r["val_smoothed"]) for r in rows]
-    if t.patience is not None and epochs_since_improvement(curve, t.min_delta) >= t.patience:
+    if (
+        t.patience is not None
+        and len(rows) >= t.min_epochs
+        and epochs_since_improvement(curve, t.min_delta) >= t.patience
+    ):
         return "converged"
     if t.max_steps is not None and int(rows[-1]["steps"]) >= t.max_steps:
         return "budget"

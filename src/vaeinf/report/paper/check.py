@@ -162,6 +162,7 @@ def stopping_text(t) -> str:
             f"a run ends when its validation bound v~t~ ({val} on {t.val_points or 'all'} "
             f"validation points){smooth} has not risen by more than {t.min_delta:g} nats for "
             f"{t.patience} epoch{'s' if t.patience != 1 else ''} (it converged)"
+            + (f", but not before epoch {t.min_epochs}" if t.min_epochs > 1 else "")
         )
     cap = f"at the cap of {t.epochs} epochs" if t.epochs else ""
     budget = f"after {t.max_steps} optimizer steps" if t.max_steps else ""

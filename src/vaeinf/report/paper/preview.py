@@ -97,6 +97,12 @@ def markdown_args(lua_filter: Path, bibliography: list[str]) -> list[str]:
     ]
 
 
+def paper_css(paper_dir: Path) -> str:
+    """The paper's own stylesheet (``paper.css``, which Quarto's HTML uses too), inline."""
+    css = paper_dir / "paper.css"
+    return f"<style>\n{css.read_text()}</style>" if css.is_file() else ""
+
+
 def render_html(paper_dir: Path, text: str, common: list[str]) -> bytes:
     return _pandoc(
         [
@@ -104,7 +110,7 @@ def render_html(paper_dir: Path, text: str, common: list[str]) -> bytes:
             "--mathml",
             "--toc",
             "--toc-depth=2",
-            f"--variable=header-includes:{HTML_STYLE}",
+            f"--variable=header-includes:{HTML_STYLE}{paper_css(paper_dir)}",
             f"--variable=include-before:{HTML_BANNER}",
             *common,
         ],
