@@ -117,6 +117,7 @@ rule paper:
         quarto="paper/_quarto.yml",
         bib="paper/references.bib",
         css="paper/paper.css",
+        typ="paper/paper.typ",
     output:
         html="paper/_output/index.html",
         pdf="paper/_output/index.pdf",
@@ -142,6 +143,7 @@ rule preview:
         bib="paper/references.bib",
         lua="paper/preview.lua",
         css="paper/paper.css",
+        typ="paper/paper.typ",
         code=library("report.paper.preview"),
     output:
         html=PREVIEW["html"],

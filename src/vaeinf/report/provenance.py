@@ -190,13 +190,19 @@ def provenance_markdown(
     if without:
         lines += ["", f"No benchmark record for {_plural(len(without), 'run')}: "
                   + ", ".join(f"`{d}`" for d in without) + "."]  # fmt: skip
+    # The configuration in full in the HTML; the PDF, kept to a paper's length, points to it.
     lines += [
         "",
-        "**Study configuration**, as the workflow resolved it (defaults filled in):",
+        "**Study configuration**, as the workflow resolved it (defaults filled in)"
+        "[: in the HTML version of this paper, and in `config/config.yaml` with the defaults of "
+        '`workflow/schemas/config.schema.yaml`.]{.content-visible unless-format="html"}'
+        '[:]{.content-visible when-format="html"}',
         "",
+        '::: {.content-visible when-format="html"}',
         "```yaml",
         yaml.safe_dump(study_config, sort_keys=False, default_flow_style=None).rstrip(),
         "```",
+        ":::",
     ]
     return "\n".join(lines) + "\n"
 

@@ -194,13 +194,19 @@ def read_samples(paths: list[str | Path]) -> dict[tuple[str, str], dict]:
 
 def image_rows(samples, methods, n_images, make) -> Figure:
     """One strip of images (``make(arrays)``) per (dataset, method) of ``samples``, in the
-    order of ``methods`` (None: as they come)."""
+    order of ``methods`` (None: as they come): the methods of the grid, not the ablations,
+    whose samples a reader cannot tell from their base method's at this size."""
     plt, sns = lib()
     theme()
     methods = methods or list(dict.fromkeys(m for _, m in samples))
     datasets = list(dict.fromkeys(d for d, _ in samples))
+
+    def own(k) -> bool:
+        a = samples[k]
+        return "variant" not in a or "method" not in a or str(a["variant"]) == str(a["method"])
+
     keys = sorted(
-        (k for k in samples if k[1] in methods),
+        (k for k in samples if k[1] in methods and own(k)),
         key=lambda k: (datasets.index(k[0]), methods.index(k[1])),
     )
     strips = [make(samples[k]) for k in keys]

@@ -51,8 +51,13 @@ HTML_BANNER = f'<div class="preview-banner" role="note"><strong>Preview.</strong
 
 TYPST_HEADER = f"""#set page(header: align(right, text(size: 8pt, fill: luma(90))[{NOTICE}]))
 #set figure(numbering: none)
-#show figure.caption: set align(left)
 """
+
+
+def paper_typst(paper_dir: Path) -> str:
+    """The paper's own Typst rules (``paper.typ``, which Quarto's PDF includes too)."""
+    typ = paper_dir / "paper.typ"
+    return typ.read_text() if typ.is_file() else ""
 
 
 class PreviewError(RuntimeError):
@@ -130,7 +135,7 @@ def render_pdf(paper_dir: Path, text: str, common: list[str], quarto: dict) -> b
             [
                 "--to=typst-citations",
                 f"--defaults={defaults}",
-                f"--variable=header-includes:{TYPST_HEADER}",
+                f"--variable=header-includes:{TYPST_HEADER}{paper_typst(paper_dir)}",
                 *common,
             ],
             text,
