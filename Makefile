@@ -27,8 +27,9 @@ $(STAMP): pyproject.toml
 # and paper inputs, the manuscript check, and the rendered paper when Quarto is on PATH.
 # Snakemake runs under the job server (vaeinf.study.jobserver): torch is imported once and every
 # train, evaluate and cost job is a fork of it, instead of a process that imports it again.
-# The greedy scheduler: Snakemake's default (ILP, solved by an external CBC process whenever
-# more jobs are ready than cores) costs more than it saves on a grid of ~200 short jobs.
+# The greedy scheduler: the study's ~200 jobs are independent runs and their downstream rules,
+# for which Snakemake's default ILP scheduler (an external solver run whenever more jobs are
+# ready than cores) has nothing to optimize.
 study: $(STAMP)
 	$(PY) -m vaeinf.study.jobserver $(VENV)/bin/snakemake --cores $(CORES) --scheduler greedy
 

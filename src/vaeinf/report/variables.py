@@ -445,6 +445,15 @@ def _ablation_claims(df: pd.DataFrame, cost: pd.DataFrame | None, labels: dict) 
     return claim
 
 
+def compute_unit(curves: pd.DataFrame, labels: dict) -> str:
+    """The unit of compute in words: ``"vae K=1"`` -> ``"VAE K = 1"`` (display names)."""
+    method, _, k = str(curves["compute_unit"].iloc[0]).partition(" K=")
+    from vaeinf.names import LABELS
+
+    name = labels.get(method) or LABELS.get(method, method)
+    return f"{name} K = {k}" if k else name
+
+
 def _compute_claims(
     df: pd.DataFrame, curves: pd.DataFrame | None, methods: list[str], labels: dict
 ) -> tuple[dict, dict]:
@@ -462,7 +471,7 @@ def _compute_claims(
         from vaeinf.report.tidy import labelled
 
         c = labelled(curves[curves["variant"] == curves["method"]], labels)
-        unit = str(c["compute_unit"].iloc[0]).replace(" K=", " K = ")
+        unit = compute_unit(c, labels)
         for i, b in enumerate(claims.compute_budgets(c)):
             claim[f"budget_{i + 1}"] = claims.best_at_budget(c, b, unit)
     claim["turns"] = claims.Claim(
@@ -586,7 +595,7 @@ def conclusion_budget(curves: pd.DataFrame | None, labels: dict) -> claims.Claim
     budgets = claims.compute_budgets(c)
     if not budgets:
         return claims.Claim("n/a (no budgets)", "no budgets")
-    unit = str(c["compute_unit"].iloc[0]).replace(" K=", " K = ")
+    unit = compute_unit(c, labels)
     winners = []
     for b in (budgets[0], budgets[-1]):
         v = claims.at_budget(c, b).groupby(["label", "K"])["val_bound"].mean()

@@ -88,6 +88,8 @@ def typst_variables(quarto: dict) -> dict:
         out["margin"] = dict(typst["margin"])  # a map: pandoc's template writes its pairs
     if "fontsize" in typst:
         out["fontsize"] = str(typst["fontsize"])
+    if "columns" in typst:
+        out["columns"] = str(typst["columns"])
     return out
 
 
