@@ -52,6 +52,12 @@ def draw(summary: pd.DataFrame, cost: pd.DataFrame, methods=None, **_) -> Figure
         sns.color_palette("colorblind")[0],
         sns.color_palette("colorblind")[3],
     )
+    # One marker per ablation across the figure, named once in a legend below the panels.
+    markers = {
+        label: style.VARIANT_MARKERS[i % len(style.VARIANT_MARKERS)]
+        for i, label in enumerate(x for m in panels_of for x in extra[m])
+    }
+    handles = {}
     for ax, dataset, method, first, last in panels:
         ax2 = ax.twinx()
         for i, label in enumerate([method, *extra[method]]):
@@ -59,12 +65,14 @@ def draw(summary: pd.DataFrame, cost: pd.DataFrame, methods=None, **_) -> Figure
             g = d.groupby("K").agg(lk=(BOUND, "mean"), lk_sd=(BOUND, "std"))
             c = cost[(cost["dataset"] == dataset) & (cost["label"] == label)].sort_values("K")
             own = i == 0
-            marker = ("o", "s") if own else (style.VARIANT_MARKERS[(i - 1) % 8],) * 2
-            ax.errorbar(
+            marker = ("o", "s") if own else (markers[label],) * 2
+            h = ax.errorbar(
                 g.index, g["lk"], yerr=g["lk_sd"].fillna(0), color=c_bound, marker=marker[0],
                 ms=4 if own else 6, ls="-" if own else "none",
                 label=None if own else label, mfc=c_bound if own else "white",
             )  # fmt: skip
+            if not own:
+                handles[label] = h
             per = c["batches_per_epoch"]
             spread = [0 * per, (c["step_s_q3"] - c["step_s"]) * per]  # the fastest step up to q3
             ax2.errorbar(
@@ -78,11 +86,15 @@ def draw(summary: pd.DataFrame, cost: pd.DataFrame, methods=None, **_) -> Figure
         ax2.set_ylim(bottom=0)
         ax.set_title(method if len(datasets) == 1 else f"{dataset}: {method}")
         ax.set_xlabel("K")
-        if extra[method]:
-            ax.legend(loc="lower right", fontsize=7, frameon=True, handletextpad=0.3)
         if first:
             ax.set_ylabel("validation $L_K$ (nats)", color=c_bound)
         if last:
             ax2.set_ylabel("seconds per epoch", color=c_time)
     fig.tight_layout()
+    if handles:
+        ncol = min(4, len(handles))
+        fig.legend(
+            list(handles.values()), list(handles), loc="upper center", ncol=ncol,
+            bbox_to_anchor=(0.5, 0.0), frameon=False, title="ablations (open markers)",
+        )  # fmt: skip
     return fig

@@ -29,7 +29,7 @@ def draw(curves: pd.DataFrame, methods=None, **_) -> Figure:
     datasets, methods = style.datasets_order(curves), style.methods_order(curves, methods)
     ks = sorted(curves["K"].unique())
     colours = dict(zip(ks, sns.color_palette("viridis", len(ks)), strict=True))
-    fig, panels = style.panels(datasets, methods, 2.4, 2.1, sharex=True, sharey=True)
+    fig, panels = style.panels(datasets, methods, 2.2, 1.9, sharex=True, sharey=True)
     unit = str(curves["compute_unit"].iloc[0]) if len(curves) else "reference"
     for ax, dataset, method, first, _last in panels:
         d = curves[(curves["dataset"] == dataset) & (curves["label"] == method)]

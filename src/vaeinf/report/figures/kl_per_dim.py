@@ -31,7 +31,7 @@ def draw(per_dim: pd.DataFrame, summary: pd.DataFrame, methods=None, **_) -> Fig
     datasets, methods = style.datasets_order(d), style.methods_order(d, methods)
     ks = sorted(d["K"].unique())
     pal = dict(zip(ks, sns.color_palette("viridis", len(ks)), strict=True))
-    fig, panels = style.panels(datasets, methods, 2.6, 2.4, sharey=True)
+    fig, panels = style.panels(datasets, methods, 2.2, 1.9, sharey=True)
     floor = 1e-4
     threshold = float(summary["collapse.threshold"].dropna().iloc[0])
     for ax, dataset, method, first, _last in panels:

@@ -50,7 +50,7 @@ def draw(snr: pd.DataFrame, methods=None, **_) -> Figure:
     labels = style.methods_order(d, methods) if len(d) else []
     styles = style.series_styles(d, labels) if len(d) else {}
     fig, axes = plt.subplots(
-        len(datasets), 2, figsize=(9.0, 3.4 * len(datasets)), squeeze=False, sharex=True
+        len(datasets), 2, figsize=(7.6, 3.0 * len(datasets)), squeeze=False, sharex=True
     )
     for row, dataset in zip(axes, datasets, strict=True):
         for ax, part in zip(row, ("encoder", "decoder"), strict=True):
