@@ -107,6 +107,7 @@ rule variables:
                     "Ks",
                     "seeds",
                     "run",
+                    "paper",
                 )
                 if k in STUDY
             }

@@ -973,6 +973,9 @@ def paper_variables(
             "test_points": _first(df, TEST_POINTS),
             "spread": sd,
             "latent": latent,
+            # The runs of the image figures (the workflow's get_sample_runs).
+            "sample_K": int((config.get("paper") or {}).get("sample_K") or k_max),
+            "sample_seed": seeds[0],
         },
         "result": {
             "worst_method": worst_method,

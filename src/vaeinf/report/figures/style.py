@@ -214,7 +214,7 @@ def image_rows(samples, methods, n_images, make) -> Figure:
     strips = [make(samples[k]) for k in keys]
     width = max(s.shape[1] for s in strips)
     height = sum(s.shape[0] for s in strips)
-    fig_w = 7.0
+    fig_w = 4.2
     fig_h = max(1.5, fig_w * height / width * 1.15 + 0.3)
     fig, axes = plt.subplots(
         len(keys),
