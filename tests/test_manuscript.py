@@ -135,8 +135,6 @@ def test_a_claim_stated_twice_is_reported(tmp_path):
         ("adaptive contrast", "avb: {adaptive_contrast: 'false'}", False),
         ("planar flows", "flow: {flow: radial}", False),
         ("planar flows", "flow: {flow: planar or radial}", True),
-        ("DReG", "estimators: standard or stl", False),
-        ("DReG", "estimators: dreg or standard", True),
         (
             "backpropagated through the refinement",
             "semi_amortized: {backprop_through_refinement: 'false'}",
@@ -145,8 +143,9 @@ def test_a_claim_stated_twice_is_reported(tmp_path):
     ],
 )
 def test_the_methods_name_only_settings_the_runs_used(tmp_path, words, settings, ok):
-    """A setting the Methods name (adaptive contrast, planar flows, an estimator, an objective)
-    must be one the runs used (``settings.*``, from their resolved configs)."""
+    """A method's setting the Methods name (adaptive contrast, planar flows, backpropagation
+    through the refinement) must be one its runs used (``settings.*``, from their resolved
+    configs)."""
     paper = make_paper(tmp_path)
     (paper / "_variables.yml").write_text("result:\n  best: iwae\nsettings:\n  " + settings + "\n")
     _edit(paper, "# Intro {#sec-intro}", f"# Methods\n\nWe use {words}.\n\n# Intro {{#sec-intro}}")

@@ -49,7 +49,14 @@ def make_tree(dest: Path) -> Path:
         shutil.copytree(REPO / name, dest / name, ignore=ignore)
     (dest / "slurm").symlink_to(os.readlink(REPO / "slurm"))
     (dest / "paper").mkdir()
-    for name in ("index.qmd", "_quarto.yml", "references.bib", "preview.lua"):
+    for name in (
+        "index.qmd",
+        "_quarto.yml",
+        "references.bib",
+        "preview.lua",
+        "paper.css",
+        "paper.typ",
+    ):
         shutil.copy2(REPO / "paper" / name, dest / "paper" / name)
     (dest / "tests" / "config").mkdir(parents=True)
     shutil.copy2(REPO / TINY, dest / TINY)

@@ -8,6 +8,7 @@ the variables and the paper, never the tables or figures. The paper quotes each 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -796,6 +797,20 @@ def run_settings(every: pd.DataFrame) -> dict:
             for c in g.columns
             if c.startswith(prefix) and g[c].notna().any()
         }
+    # A method the study did not run: its defaults, so that the text's keys always exist.
+    import dataclasses
+
+    from vaeinf.config import METHOD_OPTIONS
+
+    for method, options in METHOD_OPTIONS.items():
+        if method not in out:
+            defaults = dataclasses.asdict(options())
+            out[method] = {
+                k: "n/a"
+                if v is None
+                else _value_text(pd.Series([json.dumps(v) if isinstance(v, list) else v]))
+                for k, v in defaults.items()
+            }
     return out
 
 
