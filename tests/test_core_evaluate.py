@@ -223,9 +223,10 @@ def test_metrics_json_has_every_metric_and_provenance(evaluated):
     doc = json.loads((run / "metrics.json").read_text())
     m = doc["metrics"]
     assert m["test_nll"]["K"] == 500 and m["test_nll"]["mean"] > 0
+    # Test: every K and the training K (5); validation: the bounds up to the training K.
     assert {(b["split"], b["K"]) for b in m["bounds"]} == {
-        (s, k) for s in ("valid", "test") for k in (1, 10, 100)
-    } | {("test", 500), ("test", 5)}  # the training K always
+        ("test", k) for k in (1, 5, 10, 100, 500)
+    } | {("valid", 1), ("valid", 5)}
     test_bounds = {b["K"]: b["mean"] for b in m["bounds"] if b["split"] == "test"}
     assert test_bounds[500] == pytest.approx(-m["test_nll"]["mean"])
     assert test_bounds[1] < test_bounds[10] < test_bounds[100] < test_bounds[500] + 0.05
