@@ -307,11 +307,11 @@ def test_k_turn_places_where_more_samples_stop_paying():
               ks=(1, 2, 5, 10, 50))  # fmt: skip
     c = claims.k_turn(df, "iwae", NLL, "IWAE")
     assert c.text.startswith("for IWAE, more samples pay up to K = 5 (K = 2 → 5: −1.00")
-    assert "no further (K = 5 → 10" in c.text
+    assert "no larger step is a resolved gain (K = 5 → 10" in c.text
     still = runs(lambda m, k, s: 90 - math.log(k) + 0.01 * s, methods=("vae",), ks=(1, 5, 50))
     assert "still pay at the largest K (K = 5 → 50" in claims.k_turn(still, "vae", NLL, "VAE").text
     flat = runs(lambda m, k, s: 90 + 0.1 * ((s + k) % 3), methods=("vae",), ks=(1, 5, 50))
-    assert "do not pay beyond K = 1" in claims.k_turn(flat, "vae", NLL, "VAE").text
+    assert "no step beyond K = 1 is a resolved gain" in claims.k_turn(flat, "vae", NLL, "VAE").text
 
 
 def test_converged_count():

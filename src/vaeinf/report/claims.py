@@ -855,8 +855,8 @@ def k_turn(df: pd.DataFrame, method: str, column: str, name: str) -> Claim:
     if last is None:
         e = steps[0]
         text = (
-            f"for {name}, more samples do not pay beyond K = {ks[0]} (K = {ks[0]} → {ks[1]}: "
-            f"{e.pm('nats')}, {e.note()})"
+            f"for {name}, no step beyond K = {ks[0]} is a resolved gain (K = {ks[0]} → "
+            f"{ks[1]}: {e.pm('nats')}, {e.note()})"
         )
     elif last == len(steps) - 1:
         e = steps[-1]
@@ -868,8 +868,8 @@ def k_turn(df: pd.DataFrame, method: str, column: str, name: str) -> Claim:
         paid, after = steps[last], steps[last + 1]
         text = (
             f"for {name}, more samples pay up to K = {ks[last + 1]} (K = {ks[last]} → "
-            f"{ks[last + 1]}: {paid.pm('nats')}) and no further (K = {ks[last + 1]} → "
-            f"{ks[last + 2]}: {after.pm('nats')}, {after.note()})"
+            f"{ks[last + 1]}: {paid.pm('nats')}), and no larger step is a resolved gain (K = "
+            f"{ks[last + 1]} → {ks[last + 2]}: {after.pm('nats')}, {after.note()})"
         )
     return Claim(text, basis)
 

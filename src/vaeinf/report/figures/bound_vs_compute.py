@@ -31,7 +31,14 @@ def draw(curves: pd.DataFrame, methods=None, **_) -> Figure:
     colours = dict(zip(ks, sns.color_palette("viridis", len(ks)), strict=True))
     fig, panels = style.panels(datasets, methods, 2.2, 1.9, sharex=True, sharey=True)
     unit = str(curves["compute_unit"].iloc[0]) if len(curves) else "reference"
-    for ax, dataset, method, first, _last in panels:
+    name, _, k_ref = unit.partition(" K=")
+    from vaeinf.names import LABELS
+
+    unit = f"{LABELS.get(name, name)}, K = {k_ref}" if k_ref else unit
+    # The shared y axis spans the bulk of the curves (from their 2nd percentile): a run far
+    # below the rest (an ablation that fails) leaves its panel, not every panel, flattened.
+    low, high = curves["val_bound"].quantile(0.02), curves["val_bound"].max()
+    for ax, dataset, method, _first, _last in panels:
         d = curves[(curves["dataset"] == dataset) & (curves["label"] == method)]
         for K, g in d.groupby("K"):
             mean = g.groupby("epoch").agg(compute=("compute", "first"), bound=("val_bound", "mean"))
@@ -40,10 +47,10 @@ def draw(curves: pd.DataFrame, methods=None, **_) -> Figure:
             ax.plot(ends["compute"], ends["val_bound"], "x", color=colours[K], ms=4, mew=1)
         ax.set_xscale("log")
         ax.set_title(method if len(datasets) == 1 else f"{dataset}: {method}")
-        if first:
-            val_k = "" if "val_k" not in d else f" ($L_{{{int(d['val_k'].iloc[0])}}}$)"
-            ax.set_ylabel(f"validation bound{val_k} (nats)")
-        ax.set_xlabel(f"compute ({unit.replace(' K=', ', K = ')} steps)")
+        ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+    val_k = "" if "val_k" not in curves else f" ($L_{{{int(curves['val_k'].iloc[0])}}}$)"
+    fig.supylabel(f"validation bound{val_k} (nats)")
+    fig.supxlabel(f"training compute (optimizer steps of the {unit} step)")
     handles = [plt.Line2D([], [], color=colours[K], lw=1.5) for K in ks]
     fig.legend(
         handles,

@@ -34,7 +34,7 @@ def draw(per_dim: pd.DataFrame, summary: pd.DataFrame, methods=None, **_) -> Fig
     fig, panels = style.panels(datasets, methods, 2.2, 1.9, sharey=True)
     floor = 1e-4
     threshold = float(summary["collapse.threshold"].dropna().iloc[0])
-    for ax, dataset, method, first, _last in panels:
+    for ax, dataset, method, _first, _last in panels:
         g = d[(d["dataset"] == dataset) & (d["label"] == method)]
         for K in ks:
             gk = g[g["K"] == K].groupby("rank")["kl"].mean()
@@ -42,10 +42,11 @@ def draw(per_dim: pd.DataFrame, summary: pd.DataFrame, methods=None, **_) -> Fig
         ax.set_yscale("log")
         ax.axhline(threshold, color="0.5", lw=0.8, ls=":")
         ax.set_title(method if len(datasets) == 1 else f"{dataset}: {method}")
-        ax.set_xlabel("latent dimension (sorted)")
-        if first:
-            ax.set_ylabel("KL per dimension (nats)")
+        ax.set_xlabel("")
+        ax.set_ylabel("")
     handles, labels = panels[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), title="training K")
+    fig.supxlabel("latent dimension (sorted by its KL)")
+    fig.supylabel("KL per dimension (nats)")
     fig.tight_layout()
     return fig
