@@ -536,7 +536,7 @@ def test_the_conclusions_sort_the_levers_and_read_the_budgets():
         "did not change beyond its uncertainty for K = 5 rather than 1 for VAE and IWAE rather "
         "than the VAE at K = 1"
     )
-    result = abstract_claim(df, levers, 12, 0.031).text
+    result = abstract_claim(df, levers, 12, 0.031, labels).text
     assert result.startswith("Over 12 runs, IWAE at K = 5 reaches the lowest test NLL, 29.6")
     assert "the largest gain, 0.398 ± 0.00" in result and result.endswith(
         "agree within 0.03 nats on the same points"

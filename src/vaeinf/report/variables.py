@@ -618,17 +618,17 @@ def conclusion_budget(curves: pd.DataFrame | None, labels: dict) -> claims.Claim
     )
 
 
-def abstract_claim(df: pd.DataFrame, levers: list, n_runs: int, agree: float) -> claims.Claim:
+def abstract_claim(
+    df: pd.DataFrame, levers: list, n_runs: int, agree: float, labels: dict
+) -> claims.Claim:
     """The abstract's result: the lowest test NLL of the grid, the change that lowered it most,
     and how closely IS and AIS agree."""
     mean = df.groupby(["method", "K"])[NLL].mean()
     if mean.empty:
         return claims.Claim("n/a (no runs)", "no runs")
     (m, K), value = mean.idxmin(), float(mean.min())
-    from vaeinf.names import LABELS
-
     text = (
-        f"Over {n_runs} runs, {LABELS.get(m, m)} at K = {K} reaches the lowest test NLL, "
+        f"Over {n_runs} runs, {labels.get(m, m)} at K = {K} reaches the lowest test NLL, "
         f"{value:.2f} nats"
     )
     paid = sorted((x for x in levers if x[1].resolved and x[1].mean < 0), key=lambda x: x[1].mean)
@@ -921,7 +921,7 @@ def paper_variables(
             "levers": conclusion_levers(levers),
             "budget": conclusion_budget(c_curves, labels),
         }
-        tree["abstract"] = {"result": abstract_claim(df, levers, len(runs(config)), agree)}
+        tree["abstract"] = {"result": abstract_claim(df, levers, len(runs(config)), agree, labels)}
         return tree
 
     with claims.points(per_point):

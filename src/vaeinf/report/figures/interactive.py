@@ -150,13 +150,9 @@ def bound_and_time_figure(summary: pd.DataFrame, cost: pd.DataFrame | None = Non
         legend=dict(orientation="h", yanchor="top", y=-0.1, xanchor="center", x=0.5),
         hovermode="closest",
         margin=dict(l=70, r=70, t=40, b=70),
+        height=260 * rows_per * len(datasets),
     )
     return fig
-
-
-def _rows(fig) -> int:
-    """The number of rows of subplots of ``fig``."""
-    return max(1, len(fig._grid_ref))
 
 
 def bound_and_time_html(
@@ -175,7 +171,7 @@ def bound_and_time_html(
         include_plotlyjs=True,
         div_id="bound-and-time",
         default_width="100%",
-        default_height=f"{260 * _rows(fig)}px",
+        default_height=f"{fig.layout.height}px",
         config={"displaylogo": False, "responsive": True},
     )
     atomic_write_text(out_html, html + "\n")

@@ -374,9 +374,7 @@ def load(root: Path, document: str | None = None) -> tuple[Path, str, dict, list
     vars_path = root / "_variables.yml"
     if not vars_path.is_file():
         problems.append(f"{vars_path} does not exist (built by the workflow's variables rule)")
-        variables = {}
-    else:
-        variables = flatten_variables(yaml.safe_load(vars_path.read_text()) or {})
+    variables = read_variables(root)
     text = resolve(doc, root, variables, problems, (doc.resolve(),))
     return doc, text, quarto, problems
 
@@ -420,14 +418,15 @@ def check(paper_dir: str | Path, document: str | None = None) -> dict:
             continue
         if not (root / img).is_file():
             problems.append(f"figure file '{img}' does not exist")
-    claims = claims_used(root, used_vars, problems)
+    variables = read_variables(root)
+    claims = claims_used(variables, used_vars, problems)
     every_var = VAR_RE.findall(doc.read_text())
     for key in sorted({k for k in every_var if k.startswith("claim.") and every_var.count(k) > 1}):
         problems.append(
             f"claim '{key}' is used {every_var.count(key)} times: a generated sentence is "
             "stated once (say it again in other words, or refer to where it is stated)"
         )
-    problems += methods_against_runs(text, root)
+    problems += methods_against_runs(text, variables)
     problems += small_figure_text(text, root, quarto)
     if problems:
         raise ManuscriptError(
@@ -467,10 +466,14 @@ def methods_section(text: str) -> str:
     return m["body"] if m else ""
 
 
-def methods_against_runs(text: str, root: Path) -> list[str]:
-    """A setting the Methods name (:data:`METHODS_WORDS`) that no run of the study used."""
+def read_variables(root: Path) -> dict[str, object]:
+    """The flattened ``_variables.yml`` of the paper in ``root`` (empty when there is none)."""
     path = root / "_variables.yml"
-    variables = flatten_variables(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return flatten_variables(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def methods_against_runs(text: str, variables: dict[str, object]) -> list[str]:
+    """A setting the Methods name (:data:`METHODS_WORDS`) that no run of the study used."""
     if "settings" not in variables:
         return []
     body, problems = methods_section(text), []
@@ -554,12 +557,10 @@ def small_figure_text(text: str, root: Path, quarto: dict) -> list[str]:
     return problems
 
 
-def claims_used(root: Path, used: list[str], problems: list[str]) -> dict[str, dict]:
+def claims_used(variables: dict, used: list[str], problems: list[str]) -> dict[str, dict]:
     """{claim key: {"text", "basis"}} of every ``claim.*`` variable the text uses, the phrase
-    and the numbers behind it (``basis.*``, see :mod:`vaeinf.report.claims`); a used claim that is
-    missing, or has no basis, is a problem."""
-    path = root / "_variables.yml"
-    variables = flatten_variables(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    and the numbers behind it (``basis.*``, see :mod:`vaeinf.report.claims`), from the flattened
+    ``variables``; a used claim that is missing, or has no basis, is a problem."""
     out = {}
     for key in used:
         if not key.startswith("claim."):

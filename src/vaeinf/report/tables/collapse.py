@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from vaeinf.report.tables.format import markdown_table, mean_sd, order
+from vaeinf.report.tables.format import cell_table, mean_sd
 
 #: The aggregate tables it reads, in the order of make's arguments.
 INPUT = ("summary",)
@@ -15,28 +15,14 @@ INPUT = ("summary",)
 
 def make(summary: pd.DataFrame, methods: list[str] | None = None) -> str:
     """Rows dataset x variant x K: total KL, collapsed units, mutual information, reconstruction."""
-    df = order(summary, methods)
-    multi = df["dataset"].nunique() > 1
-    header = (["Dataset"] if multi else []) + [
-        "Method",
-        "K",
-        "KL (nats)",
-        "Collapsed units",
-        "MI (nats)",
-        "−log p(x\\|z) (nats)",
-    ]
-    rows = []
-    for (dataset, method, K), g in df.groupby(["dataset", "label", "K"], sort=False):
-        rows.append(
-            ([dataset] if multi else [])
-            + [
-                method,
-                str(K),
-                mean_sd(g["collapse.kl_total"]),
-                f"{g['collapse.collapsed_units'].mean():.1f} / {int(g['latent'].iloc[0])}",
-                mean_sd(g["collapse.mutual_information.value"]),
-                mean_sd(g["reconstruction.bce.mean"]),
-            ]
-        )
-    align = ["l"] * (2 if multi else 1) + ["r"] * 5
-    return markdown_table(header, rows, align)
+    header = ["KL (nats)", "Collapsed units", "MI (nats)", "−log p(x\\|z) (nats)"]
+
+    def cells(g: pd.DataFrame) -> list[str]:
+        return [
+            mean_sd(g["collapse.kl_total"]),
+            f"{g['collapse.collapsed_units'].mean():.1f} / {int(g['latent'].iloc[0])}",
+            mean_sd(g["collapse.mutual_information.value"]),
+            mean_sd(g["reconstruction.bce.mean"]),
+        ]
+
+    return cell_table(summary, header, cells, methods)

@@ -73,6 +73,28 @@ def pivot_table(
     return pivot(summary, lambda g: mean_sd(g[column], digits), methods)
 
 
+def cell_table(
+    summary: pd.DataFrame,
+    header: list[str],
+    cells,
+    methods: list[str] | None = None,
+    align: list[str] | None = None,
+) -> str:
+    """Rows dataset x variant x K (the runs of each, over seeds), columns ``header`` after
+    Method and K: ``cells(rows of one cell)`` gives the row's texts, or None to leave the cell
+    out; ``align`` those columns' alignment (default: right)."""
+    df = order(summary, methods)
+    multi = df["dataset"].nunique() > 1
+    rows = []
+    for (dataset, method, K), g in df.groupby(["dataset", "label", "K"], sort=False):
+        texts = cells(g)
+        if texts is not None:
+            rows.append(([dataset] if multi else []) + [method, str(K), *texts])
+    full = (["Dataset"] if multi else []) + ["Method", "K", *header]
+    align = ["l"] * (2 if multi else 1) + ["r"] + (align or ["r"] * len(header))
+    return markdown_table(full, rows, align)
+
+
 def long_table(
     summary: pd.DataFrame,
     columns: list[tuple[str, str, int]],
@@ -82,13 +104,10 @@ def long_table(
     """Rows dataset x variant x K, one column per (header, summary column, digits), cells mean
     ± s.d. over seeds; ``sign`` flips a column (e.g. log-likelihood -> NLL); a column the
     summary lacks reads as an em dash."""
-    df = order(summary, methods)
-    multi = df["dataset"].nunique() > 1
-    header = (["Dataset"] if multi else []) + ["Method", "K"] + [h for h, _, _ in columns]
     sign = sign or {}
-    rows = []
-    for (dataset, method, K), g in df.groupby(["dataset", "label", "K"], sort=False):
-        cells = [mean_sd(sign.get(c, 1.0) * g[c], d) if c in g else "—" for _, c, d in columns]
-        rows.append(([dataset] if multi else []) + [method, str(K)] + cells)
-    align = ["l"] * (2 if multi else 1) + ["r"] * (1 + len(columns))
-    return markdown_table(header, rows, align)
+    return cell_table(
+        summary,
+        [h for h, _, _ in columns],
+        lambda g: [mean_sd(sign.get(c, 1.0) * g[c], d) if c in g else "—" for _, c, d in columns],
+        methods,
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from vaeinf.report.tables.format import markdown_table, mean_sd, order
+from vaeinf.report.tables.format import cell_table, mean_sd
 
 #: The aggregate tables it reads, in the order of make's arguments.
 INPUT = ("summary",)
@@ -30,11 +30,7 @@ def _bound(g: pd.DataFrame) -> str:
 
 
 def make(summary: pd.DataFrame, methods: list[str] | None = None) -> str:
-    df = order(summary, methods)
-    multi = df["dataset"].nunique() > 1
-    header = (["Dataset"] if multi else []) + [
-        "Method",
-        "K",
+    header = [
         "Bound",
         "Inference",
         "Approx.",
@@ -51,14 +47,14 @@ def make(summary: pd.DataFrame, methods: list[str] | None = None) -> str:
         f"{OWN}.amortization_gap.mean",
         f"{GAUSS}.minus_q_phi.mean",
     ]
-    rows = []
-    for (dataset, method, K), g in df.groupby(["dataset", "label", "K"], sort=False):
+
+    def cells(g: pd.DataFrame) -> list[str] | None:
         if f"{TRAIN}.bound" not in g or g[f"{TRAIN}.bound"].isna().all():
-            continue  # evaluated without the gap split
+            return None  # evaluated without the gap split
         same = f"{TRAIN}.same_as_elbo" in g and bool(g[f"{TRAIN}.same_as_elbo"].all())
-        cells = [mean_sd(g[c]) if c in g else "—" for c in columns]
+        texts = [mean_sd(g[c]) if c in g else "—" for c in columns]
         if same:  # the ELBO split repeats the training bound's
-            cells[3] = cells[4] = "="
-        rows.append(([dataset] if multi else []) + [method, str(K), _bound(g), *cells])
-    align = ["l"] * (2 if multi else 1) + ["r", "l"] + ["r"] * len(columns)
-    return markdown_table(header, rows, align)
+            texts[3] = texts[4] = "="
+        return [_bound(g), *texts]
+
+    return cell_table(summary, header, cells, methods, align=["l"] + ["r"] * len(columns))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from vaeinf.report.tables.format import markdown_table, mean_sd, order
+from vaeinf.report.tables.format import cell_table, mean_sd
 
 #: The aggregate tables it reads, in the order of make's arguments.
 INPUT = ("summary",)
@@ -26,22 +26,17 @@ def _arrow(g: pd.DataFrame, part: str) -> str:
 
 def make(summary: pd.DataFrame, methods: list[str] | None = None) -> str:
     """Rows (dataset,) variant, K; columns the slopes and the SNR from start to end."""
-    df = order(summary, methods)
-    multi = df["dataset"].nunique() > 1
-    header = (["Dataset"] if multi else []) + [
-        "Method",
-        "K",
+    header = [
         "slope, encoder",
         "slope, decoder",
         "SNR start → end, encoder",
         "SNR start → end, decoder",
     ]
-    rows = []
-    for (dataset, label, K), g in df.groupby(["dataset", "label", "K"], sort=False):
-        cells = [
+
+    def cells(g: pd.DataFrame) -> list[str]:
+        return [
             mean_sd(g[SLOPE.format(part=p)]) if SLOPE.format(part=p) in g else "—"
             for p in ("encoder", "decoder")
         ] + [_arrow(g, p) for p in ("encoder", "decoder")]
-        rows.append(([dataset] if multi else []) + [label, str(K)] + cells)
-    align = ["l"] * (2 if multi else 1) + ["r"] * 5
-    return markdown_table(header, rows, align)
+
+    return cell_table(summary, header, cells, methods)
