@@ -184,14 +184,14 @@ def test_variables_carry_claims_and_their_basis():
     v = paper_variables(summary, cfg, cost)
     yaml.safe_dump(v)  # plain Python types only
     claim, basis = v["claim"], v["basis"]
-    assert claim["likelihood"]["k_effect"].startswith("improves for iwae (by 0.40 ± ")
+    assert claim["likelihood"]["k_effect"].startswith("improves for IWAE (by 0.40 ± ")
     # vae's runs are the same at both K here: no spread to speak of, the same value.
     assert claim["likelihood"]["k_effect"].endswith(
-        ", and does not change at all (the same value in every seed) for vae, paired over 3 seeds"
+        ", and does not change at all (the same value in every seed) for VAE, paired over 3 seeds"
     )
-    assert claim["gaps"]["amort_best_kmax"].startswith("iwae has the lowest amortization gap (")
+    assert claim["gaps"]["amort_best_kmax"].startswith("IWAE has the lowest amortization gap (")
     assert claim["ais"]["is_vs_ais"].startswith(
-        "is looser than AIS for vae (by 0.298 ± 0.002 nats) and iwae"
+        "is looser than AIS for VAE (by 0.298 ± 0.002 nats) and IWAE"
     )
     assert claim["ais"]["bdmc"].startswith("0.020 ± 0.002 nats on average over the 12 runs")
     assert claim["ais"]["agreement"].startswith("+0.298 ± 0.001 nats (mean ± s.e. over the 12 runs")
@@ -200,7 +200,7 @@ def test_variables_carry_claims_and_their_basis():
     assert v["ais"]["ais_minus_is_min"] == v["ais"]["ais_minus_is_max"] == "0.30"
     assert v["ais"]["steps"] == 100 and v["ais"]["chains"] == "n/a"
     # IS puts iwae first on the AIS points, AIS (the same value for both) keeps the order.
-    assert claim["likelihood"]["best_kmax_is"].startswith("iwae has the highest")
+    assert claim["likelihood"]["best_kmax_is"].startswith("IWAE has the highest")
     assert claim["likelihood"]["ranks"] == "order the methods alike at K = 1 and 5"
     assert claim["gaps"]["flagged"].startswith("in none of the 12 runs")
     # The rule names the family of tests that Holm's procedure holds together.

@@ -511,11 +511,11 @@ def test_tables_and_variables_from_a_summary():
     assert v["study"]["spread"] == "mean ± s.d. over 2 seeds"
     assert v["result"]["worst_K"] == 1  # both methods alike: the larger K is better
     assert v["result"]["time_kmin"] == "0.100" and v["result"]["time_kmax"] == "0.500"
-    assert v["result"]["time_vs_vae_kmin"] == "×1.00 for iwae"
+    assert v["result"]["time_vs_vae_kmin"] == "×1.00 for IWAE"
     assert v["study"]["n_runs"] == 12  # from the config, not the rows present
     # Claims: K's effect on the NLL, paired over the 2 seeds (the same -0.40 in both, so
     # resolved), and the cost trend from the cost table, in proportion to K.
-    assert v["claim"]["likelihood"]["k_effect"].startswith("improves for vae (by 0.40 ± 0.00 nats)")
+    assert v["claim"]["likelihood"]["k_effect"].startswith("improves for VAE (by 0.40 ± 0.00 nats)")
     assert "about in proportion to K (elasticity 1.00)" in v["claim"]["cost"]["trend"]
     assert "over seeds [0, 1]" in v["basis"]["likelihood"]["k_effect"]
     yaml.safe_dump(v)  # plain Python types only
@@ -594,7 +594,7 @@ def test_end_to_end_tiny_study(tmp_path):
         assert "| IWAE (DReG) |" in table and "iwae-dreg" not in table, name
     assert "IWAE (DReG)" in variables["claim"]["ablations"]["nll"]
     assert "estimator `dreg`" in (tree / "paper/_generated/setup.md").read_text()
-    assert variables["result"]["worst_method"] in ("vae", "iwae")
+    assert variables["result"]["worst_method"] in ("VAE", "IWAE")
     report = (tree / "paper/_generated/manuscript-check.txt").read_text()
     assert report.startswith("manuscript check: OK")
     if not HAS_QUARTO:

@@ -557,11 +557,11 @@ def shape(slope: float) -> str:
     return "about in proportion to K"
 
 
-def cost_trend(cost: pd.DataFrame, methods: list[str]) -> Claim:
+def cost_trend(cost: pd.DataFrame, methods: list[str], name=str) -> Claim:
     """``"grows with K for every method, ×9.9 (median; ×9.1–×10.2) from K = 1 to
     K = 50 (50 times the samples): less than in proportion to K (elasticity 0.52–0.61)"``;
-    methods whose growth is not resolved are named apart. The caller puts the subject ("the
-    time per epoch") in front."""
+    methods whose growth is not resolved are named apart (``name``: method -> words). The
+    caller puts the subject ("the time per epoch") in front."""
     g = {m: cost_growth(cost, m) for m in methods if (cost["method"] == m).any()}
     g = {m: v for m, v in g.items() if v["n_K"] >= 2}
     if not g:
@@ -580,7 +580,7 @@ def cost_trend(cost: pd.DataFrame, methods: list[str]) -> Claim:
         factors = [v["factor"] for v in growing.values()]
         slopes = [v["slope"] for v in growing.values()]
         shapes = {m: shape(v["slope"]) for m, v in growing.items()}
-        who = "every method" if not other else join(growing)
+        who = "every method" if not other else join(name(m) for m in growing)
         lo, hi = f"×{min(factors):.1f}", f"×{max(factors):.1f}"
         spread = lo if lo == hi else f"×{np.median(factors):.1f} (median; {lo}–{hi})"
         if len(set(shapes.values())) == 1:
@@ -589,7 +589,7 @@ def cost_trend(cost: pd.DataFrame, methods: list[str]) -> Claim:
             form = f"{form} (elasticity {lo if lo == hi else lo + '–' + hi})"
         else:
             form = "; ".join(
-                f"{s} for {join(m for m in shapes if shapes[m] == s)}"
+                f"{s} for {join(name(m) for m in shapes if shapes[m] == s)}"
                 for s in dict.fromkeys(shapes.values())
             )
         parts.append(
@@ -597,13 +597,13 @@ def cost_trend(cost: pd.DataFrame, methods: list[str]) -> Claim:
             f"({k1 / k0:g} times the samples): {form}"
         )
     if other:
-        members = join(f"{m} (×{v['factor']:.2f})" for m, v in other.items())
+        members = join(f"{name(m)} (×{v['factor']:.2f})" for m, v in other.items())
         parts.append(
             f"for {members} the change from K = {k0} to K = {k1} does not exceed the "
             "interquartile range of the step times"
         )
     if not growing:
-        members = join(f"{m} ×{v['factor']:.2f}" for m, v in other.items())
+        members = join(f"{name(m)} ×{v['factor']:.2f}" for m, v in other.items())
         text = (
             f"does not change from K = {k0} to K = {k1} beyond the interquartile range of the "
             f"step times ({members})"

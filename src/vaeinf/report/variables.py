@@ -64,9 +64,15 @@ def _first(df: pd.DataFrame, column: str):
 
 
 def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks: list[int],
-            n_seeds: int) -> dict:  # fmt: skip
+            n_seeds: int, labels: dict | None = None) -> dict:  # fmt: skip
     """The phrases the Results and Discussion use, chosen by the runs of one dataset (see
-    :mod:`vaeinf.report.claims`): a tree of :class:`vaeinf.report.claims.Claim`."""
+    :mod:`vaeinf.report.claims`): a tree of :class:`vaeinf.report.claims.Claim`, each method
+    named by its display label (``labels``: method -> label; the name itself where absent)."""
+    labels = labels or {}
+
+    def lab(m: str) -> str:
+        return labels.get(m, m)
+
     k_min, k_max = ks[0], ks[-1]
     present = [m for m in methods if (df["method"] == m).any()]
     across_k = f"from K = {k_min} to K = {k_max}"
@@ -75,7 +81,7 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
     def k_change(column: str, words: claims.Words, what: str) -> claims.Claim:
         return claims.grouped(
             {
-                m: claims.paired(
+                lab(m): claims.paired(
                     df,
                     column,
                     {"method": m, "K": k_min},
@@ -90,7 +96,7 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
     def best(column: str, what: str, K: int, lower: bool = True) -> claims.Claim:
         values = claims.long_values(df, column, "method", {"K": K})
         return claims.ranking(
-            values, what, lower_is_better=lower,
+            values, what, lower_is_better=lower, name=lab,
             test_set=(df, column, lambda m: {"method": m, "K": K}),
         )  # fmt: skip
 
@@ -112,7 +118,7 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
         "best": claims.ranking(
             cells,
             "test NLL of the grid",
-            name=lambda c: f"{c[0]} at K = {c[1]}",
+            name=lambda c: f"{lab(c[0])} at K = {c[1]}",
             test_set=(df, NLL, lambda c: {"method": c[0], "K": c[1]}),
         ),
         # The text names K before these phrases.
@@ -124,7 +130,7 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
     if k_min in gain and k_max in gain:
         g = (gain[k_min] - gain[k_max]).rename("value").reset_index()
         claim["likelihood"]["top_gain"] = claims.ranking(
-            g.rename(columns={"method": "key"}), f"gain in test NLL {across_k}", False
+            g.rename(columns={"method": "key"}), f"gain in test NLL {across_k}", False, name=lab
         )
     else:
         claim["likelihood"]["top_gain"] = claims.Claim("n/a (one K)", "one K")
@@ -137,7 +143,9 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
         )
         claim["likelihood"]["vs_vae_kmin"] = claims.grouped(
             {
-                m: claims.paired(df, NLL, {"method": "vae", "K": k_min}, {"method": m, "K": k_min})
+                lab(m): claims.paired(
+                    df, NLL, {"method": "vae", "K": k_min}, {"method": m, "K": k_min}
+                )
                 for m in present
                 if m != "vae"
             },
@@ -154,18 +162,18 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
         for K, end in ((k_min, "kmin"), (k_max, "kmax")):
             claim["likelihood"][f"best_{end}_is"] = best(IS_SAME, "IS estimate", K, lower=False)
             claim["likelihood"][f"best_{end}_ais"] = best(AIS_LOGP, "AIS estimate", K, lower=False)
-        claim["likelihood"]["ranks"] = rank_agreement(df, present, ks)
+        claim["likelihood"]["ranks"] = rank_agreement(df, present, ks, lab)
 
     claim["bound"] = {"k_effect": k_change(BOUND_GAP, claims.Words(), "bound gap")}
     claim["latent"] = {
         "k_effect": k_change(
             ACTIVE, claims.Words("rises", "falls", unit="units", digits=1), "active units"
         ),
-        "mi_vs_kl": mi_versus_kl(df),
+        "mi_vs_kl": mi_versus_kl(df, lab),
         "active_collapsed": active_and_collapsed(df),
     }
     claim["cost"] = {
-        "trend": claims.cost_trend(cost, present)
+        "trend": claims.cost_trend(cost, present, lab)
         if cost is not None and len(cost)
         else claims.Claim("n/a (no cost table)", "no cost table")
     }
@@ -175,7 +183,10 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
     claim["ais"] = {"is_vs_ais": na, "agreement": na, "bdmc": na}
     if has(AIS_MINUS_IS):
         claim["ais"]["is_vs_ais"] = claims.grouped(
-            {m: claims.over_seeds(df, AIS_MINUS_IS, {"method": m, "K": k_max}) for m in present},
+            {
+                lab(m): claims.over_seeds(df, AIS_MINUS_IS, {"method": m, "K": k_max})
+                for m in present
+            },
             # Both are stochastic lower bounds of log p(x): the lower one is the looser.
             claims.Words(
                 up="is looser than AIS",
@@ -183,9 +194,9 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
                 null="agrees with AIS within its uncertainty",
             ),
         )
-        claim["ais"]["agreement"] = ais_agreement(df)
+        claim["ais"]["agreement"] = ais_agreement(df, lab)
     if has(BDMC_GAP):
-        claim["ais"]["bdmc"] = bdmc_claim(df)
+        claim["ais"]["bdmc"] = bdmc_claim(df, lab)
     gap_keys = ("amort_best_kmin", "amort_best_kmax", "approx_k", "amort_k", "amort_k_elbo",
                 "yardstick", "flagged")  # fmt: skip
     claim["gaps"] = dict.fromkeys(gap_keys, na)
@@ -196,17 +207,18 @@ def _claims(df: pd.DataFrame, cost: pd.DataFrame | None, methods: list[str], ks:
             "approx_k": k_change(APPROX_GAP, claims.Words(), "approximation gap"),
             "amort_k": k_change(AMORT_GAP, claims.Words(), "amortization gap"),
             "amort_k_elbo": k_change(AMORT_GAP_ELBO, claims.Words(), "ELBO amortization gap"),
-            "yardstick": yardstick(df, present, k_max),
-            "flagged": flagged_gaps(df),
+            "yardstick": yardstick(df, present, k_max, lab),
+            "flagged": flagged_gaps(df, lab),
         }
     return claim
 
 
-def rank_agreement(df: pd.DataFrame, methods: list[str], ks: list[int]) -> claims.Claim:
+def rank_agreement(df: pd.DataFrame, methods: list[str], ks: list[int], name=str) -> claims.Claim:
     """Where IS and AIS on the same points order the methods differently: per K, the pairs of
     methods whose order by the mean over seeds differs, with the paired difference under each;
-    ``"order the methods alike at K = 1 and 5; at K = 50 swap iwae and semi_amortized (IS
-    puts ...)"``. The caller puts the subject ("IS and AIS on the same points") in front."""
+    ``"order the methods alike at K = 1 and 5; at K = 50 swap IWAE and SA-VAE (IS puts ...)"``
+    (``name``: method -> words). The caller puts the subject ("IS and AIS on the same points")
+    in front."""
     same, swapped, basis = [], [], []
     for K in ks:
         d = df[df["K"] == K]
@@ -233,7 +245,8 @@ def rank_agreement(df: pd.DataFrame, methods: list[str], ks: list[int]) -> claim
             e_ais = claims.paired(df, AIS_LOGP, {"method": b, "K": K}, {"method": a, "K": K},
                                   f"AIS {a} − {b}, K = {K}")  # fmt: skip
             words.append(
-                f"{a} and {b} (IS puts {a} higher by {e_is.pm('nats', signed=True)}, "
+                f"{name(a)} and {name(b)} (IS puts {name(a)} higher by "
+                f"{e_is.pm('nats', signed=True)}, "
                 f"{'resolved' if e_is.resolved else 'within its uncertainty'}; AIS by "
                 f"{e_ais.pm('nats', signed=True)}, "
                 f"{'resolved' if e_ais.resolved else 'within its uncertainty'})"
@@ -248,7 +261,7 @@ def rank_agreement(df: pd.DataFrame, methods: list[str], ks: list[int]) -> claim
     return claims.Claim(text, "; ".join(basis))
 
 
-def ais_agreement(df: pd.DataFrame) -> claims.Claim:
+def ais_agreement(df: pd.DataFrame, name=str) -> claims.Claim:
     """How well IS and AIS on the same points agree over the runs: the mean over runs of
     log p_AIS - log p_IS with its standard error over runs, its range, and the runs below -3 of
     their own paired standard errors (``"+0.004 ± 0.003 nats (mean over the 54 runs; from
@@ -259,7 +272,7 @@ def ais_agreement(df: pd.DataFrame) -> claims.Claim:
     below = d[z < -3]
     se = float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
     worst = ", ".join(
-        f"{r.method} at K = {int(r.K)}, seed {int(r.seed)}" for r in below.itertuples()
+        f"{name(r.method)} at K = {int(r.K)}, seed {int(r.seed)}" for r in below.itertuples()
     )
     tail = (
         "no run below −3 of its paired standard errors"
@@ -278,7 +291,7 @@ def ais_agreement(df: pd.DataFrame) -> claims.Claim:
     return claims.Claim(text, basis)
 
 
-def bdmc_claim(df: pd.DataFrame) -> claims.Claim:
+def bdmc_claim(df: pd.DataFrame, name=str) -> claims.Claim:
     """The BDMC gap over the runs: mean ± s.e. over runs and the largest."""
     bdmc = df.dropna(subset=[BDMC_GAP])
     g = bdmc[BDMC_GAP].to_numpy(float)
@@ -294,7 +307,7 @@ def bdmc_claim(df: pd.DataFrame) -> claims.Claim:
     )
     text = (
         f"{g.mean():.3f} ± {se:.3f} nats on average over the {len(g)} runs, at most "
-        f"{g.max():.3f} nats ({worst['method']} at K = {int(worst['K'])}, seed "
+        f"{g.max():.3f} nats ({name(worst['method'])} at K = {int(worst['K'])}, seed "
         f"{int(worst['seed'])}){noise}"
     )
     basis = "BDMC gap per run: " + ", ".join(
@@ -304,7 +317,7 @@ def bdmc_claim(df: pd.DataFrame) -> claims.Claim:
     return claims.Claim(text, basis)
 
 
-def flagged_gaps(df: pd.DataFrame) -> claims.Claim:
+def flagged_gaps(df: pd.DataFrame, name=str) -> claims.Claim:
     """The runs whose approximation or amortization gap (either bound) is below -3 standard
     errors (``gaps.flags``), or that none is."""
     col = "gaps.flagged"
@@ -318,7 +331,7 @@ def flagged_gaps(df: pd.DataFrame) -> claims.Claim:
             "standard errors",
             f"gaps.flagged false in all {len(d)} runs",
         )
-    who = join(f"{r.method} at K = {int(r.K)}, seed {int(r.seed)}" for r in bad.itertuples())
+    who = join(f"{name(r.method)} at K = {int(r.K)}, seed {int(r.seed)}" for r in bad.itertuples())
     return claims.Claim(
         f"in {len(bad)} of the {len(d)} runs a gap lies below −3 standard errors, and those "
         f"runs are flagged ({who})",
@@ -326,14 +339,14 @@ def flagged_gaps(df: pd.DataFrame) -> claims.Claim:
     )
 
 
-def yardstick(df: pd.DataFrame, methods: list[str], K: int) -> claims.Claim:
+def yardstick(df: pd.DataFrame, methods: list[str], K: int, name=str) -> claims.Claim:
     """The best diagonal Gaussian against each trained posterior under the ELBO, signed, at K
     (``gaps.gaussian.minus_q_phi``): negative where the posterior's family beats every
     Gaussian."""
     if not (GAUSS_MINUS_Q in df and df[GAUSS_MINUS_Q].notna().any()):
         return claims.Claim("n/a (not evaluated)", "no values")
     return claims.grouped(
-        {m: claims.over_seeds(df, GAUSS_MINUS_Q, {"method": m, "K": K}) for m in methods},
+        {name(m): claims.over_seeds(df, GAUSS_MINUS_Q, {"method": m, "K": K}) for m in methods},
         claims.Words(
             up="is above the trained posterior's",
             down="is below the trained posterior's",
@@ -342,7 +355,7 @@ def yardstick(df: pd.DataFrame, methods: list[str], K: int) -> claims.Claim:
     )
 
 
-def mi_versus_kl(df: pd.DataFrame) -> claims.Claim:
+def mi_versus_kl(df: pd.DataFrame, name=str) -> claims.Claim:
     """Whether the mutual information is at most the KL in every run where both exist (the
     identity E_x KL(q(z|x) || p(z)) = I(x; z) + KL(q(z) || p(z)))."""
     col = "collapse.mutual_information.below_kl"
@@ -362,7 +375,7 @@ def mi_versus_kl(df: pd.DataFrame) -> claims.Claim:
             f"(KL − MI from {margin.min():.2f} to {margin.max():.2f} nats)",
             basis,
         )
-    who = join(f"{r.method} at K = {int(r.K)}, seed {int(r.seed)}" for r in bad.itertuples())
+    who = join(f"{name(r.method)} at K = {int(r.K)}, seed {int(r.seed)}" for r in bad.itertuples())
     return claims.Claim(f"exceeds the KL in {len(bad)} of {len(d)} runs ({who})", basis)
 
 
@@ -897,7 +910,7 @@ def paper_variables(
 
     vs_vae = (
         join(
-            f"×{sec[(m, k_min)] / sec[('vae', k_min)]:.2f} for {m}"
+            f"×{sec[(m, k_min)] / sec[('vae', k_min)]:.2f} for {labels.get(m, m)}"
             for m in methods
             if m != "vae" and (m, k_min) in sec.index
         )
@@ -912,7 +925,7 @@ def paper_variables(
     agree = float(same_points.abs().max()) if len(same_points) else math.nan
 
     def all_claims() -> dict:
-        tree = _claims(df, c, methods, ks, len(seeds))
+        tree = _claims(df, c, methods, ks, len(seeds), labels)
         tree["ablations"] = _ablation_claims(every, c_every, labels)
         tree["compute"] = _as_tree(*_compute_claims(df, c_curves, methods, labels))
         tree["tighter"] = _tighter_bounds_claims(every, labels)
@@ -993,7 +1006,7 @@ def paper_variables(
             "sample_seed": seeds[0],
         },
         "result": {
-            "worst_method": worst_method,
+            "worst_method": labels.get(worst_method, worst_method),
             "worst_K": int(worst_K),
             "worst_nll": _fmt(at(worst_method, worst_K, NLL)),
             "time_kmin": _fmt(float(np.median(secs(k_min))) if secs(k_min) else math.nan, 3),

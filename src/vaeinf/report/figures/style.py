@@ -86,6 +86,25 @@ def series_styles(df: pd.DataFrame, order: list[str]) -> dict[str, dict]:
     return styles
 
 
+def base_panels(df: pd.DataFrame, order: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """For a figure with one panel per base method: the display names of the methods themselves
+    (rows whose ``variant`` is their ``method``) in ``order``, and per such name the display
+    names of its named variants, in ``order``, which are drawn in their base method's panel."""
+    if "variant" not in df or "method" not in df:
+        return order, {m: [] for m in order}
+    own = df[df["variant"] == df["method"]]
+    base_label = dict(zip(own["method"], own["label"], strict=False))
+    of = dict(zip(df["label"], df["method"], strict=False))
+    is_own = set(own["label"])
+    bases = [m for m in order if m in is_own]
+    extra = {m: [] for m in bases}
+    for label in order:
+        home = base_label.get(of.get(label))
+        if label not in is_own and home in extra:
+            extra[home].append(label)
+    return bases, extra
+
+
 def palette(df: pd.DataFrame, order: list[str]) -> dict[str, str]:
     """label -> colour (see :func:`series_styles`)."""
     return {k: v["color"] for k, v in series_styles(df, order).items()}
@@ -108,7 +127,7 @@ def per_dataset_lines(
     styles = series_styles(summary, methods)
     ks = sorted(summary["K"].unique())
     fig, axes = plt.subplots(
-        1, len(datasets), figsize=(4.2 * len(datasets) + 1.6, 3.2), squeeze=False
+        1, len(datasets), figsize=(5.4 * len(datasets) + 1.6, 2.6), squeeze=False
     )
     for ax, dataset in zip(axes[0], datasets, strict=True):
         d = summary[summary["dataset"] == dataset]
@@ -138,7 +157,11 @@ def per_dataset_lines(
         ax.set_ylabel(ylabel)
     leg = axes[0][-1].get_legend()
     if leg is not None:
-        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title=None)
+        # Two columns of series once there are more than a figure's height holds in one.
+        n = len(leg.get_texts())
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1.02), title=None,
+                        ncol=1 if n <= 7 else 2, columnspacing=0.8, handletextpad=0.4,
+                        handlelength=2.2)  # fmt: skip
     fig.tight_layout()
     return fig
 
