@@ -77,10 +77,12 @@ def draw(curves: pd.DataFrame, methods=None, **_) -> Figure:
     fig.legend(
         handles,
         names,
-        loc="upper left",
-        bbox_to_anchor=(1.0, 0.95),
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=min(6, len(names)),
         frameon=False,
-        title="training K; ablations (dashed)" if markers else "training K",
+        columnspacing=1.0,
+        handlelength=2.4,
     )
     fig.tight_layout()
     return fig
