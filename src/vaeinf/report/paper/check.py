@@ -140,8 +140,7 @@ def setup_markdown(config: dict) -> str:
         lines += [
             "",
             "**Ablations.** Each ablation is its base method's run config with a few settings "
-            "changed; as resolved for its runs (defaults filled in; settings its base shares are "
-            "not repeated):",
+            "changed, as resolved for its runs (its other options are its base's, above):",
             "",
         ]
         lines += variant_settings(config)
@@ -179,8 +178,9 @@ def stopping_text(t) -> str:
 
 
 def variant_settings(config: dict) -> list[str]:
-    """Per named variant of the study: its display name, base, Ks, estimator, objective and
-    every option, from its resolved run config, and the settings that differ from its base's."""
+    """Per named variant of the study: its display name, base, Ks, estimator and objective, from
+    its resolved run config, and the settings that differ from its base's (its other options are
+    its base's, which :func:`method_options` lists)."""
     import dataclasses
 
     from vaeinf.names import DEFAULT_OBJECTIVES
@@ -197,13 +197,10 @@ def variant_settings(config: dict) -> list[str]:
         opts = dataclasses.asdict(cfg.options())
         objective = opts.get("objective", DEFAULT_OBJECTIVES[cfg.method])
         changed = _differences(base.identity(), cfg.identity(), skip=("variant",))
-        items = [f"`{k}={v}`" for k, v in opts.items() if v is not None and k != "objective"]
         parts.append(
-            f"- {labels[name]} (`{name}`): base {labels.get(cfg.method, cfg.method)} "
-            f"(`{cfg.method}`), K ∈ {{{', '.join(map(str, spec['Ks']))}}}; estimator "
-            f"`{cfg.estimator}`, objective `{objective}`"
-            + (f", options {', '.join(items)}" if items else "")
-            + "; changed from the base: "
+            f"- {labels[name]} (`{name}`): {labels.get(cfg.method, cfg.method)} at "
+            f"K ∈ {{{', '.join(map(str, spec['Ks']))}}}; estimator `{cfg.estimator}`, "
+            f"objective `{objective}`; changed from the base: "
             + (", ".join(f"`{k}: {a} → {b}`" for k, a, b in changed) or "nothing")
             + "."
         )

@@ -40,12 +40,20 @@ def mean_sd(values: pd.Series, digits: int = 2) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
-    """A pipe table (pandoc/Quarto Markdown)."""
+    """A pipe table (pandoc/Quarto Markdown) whose separator line gives each column as many
+    dashes as its longest cell has characters: a row longer than pandoc's line width makes
+    the table span the text width with columns in the proportion of their dashes, so each
+    column gets the room its text needs instead of an equal share (in which names and
+    ``mean ± s.d.`` cells wrap)."""
     align = align or ["l"] + ["r"] * (len(header) - 1)
-    sep = {"l": ":---", "r": "---:", "c": ":---:"}
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    sep = [
+        {"l": ":" + "-" * w, "r": "-" * w + ":", "c": ":" + "-" * w + ":"}[a]
+        for a, w in zip(align, (max(3, w) for w in widths), strict=True)
+    ]
     lines = [
         "| " + " | ".join(header) + " |",
-        "|" + "|".join(sep[a] for a in align) + "|",
+        "|" + "|".join(sep) + "|",
     ]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
