@@ -589,7 +589,7 @@ def test_end_to_end_tiny_study(tmp_path):
     assert variables["study"]["n_runs"] == 5
     # The ablation: its own row in every table, under its display name, and in the Ablations
     # section against its base.
-    for name in ("nll", "time", "active_units", "ablations"):
+    for name in ("nll", "time", "collapse", "ablations"):
         table = (tree / f"paper/_generated/tables/{name}.md").read_text()
         assert "| IWAE (DReG) |" in table and "iwae-dreg" not in table, name
     assert "IWAE (DReG)" in variables["claim"]["ablations"]["nll"]

@@ -71,7 +71,6 @@ REPORT_SECTIONS = {
     "time": "Cost",
     "bound_and_time_vs_k": "Cost",
     "bound_vs_compute": "Likelihood against compute",
-    "active_units": "Latent usage and posterior collapse",
     "active_units_vs_k": "Latent usage and posterior collapse",
     "kl_per_dim": "Latent usage and posterior collapse",
     "collapse": "Latent usage and posterior collapse",

@@ -134,16 +134,21 @@ def setup_markdown(config: dict) -> str:
         f"{e.moment_samples} samples per test point, and the mutual information uses "
         f"{e.mi_samples} sample{'s' if e.mi_samples != 1 else ''} per point.",
     ]
-    lines += ["", "**Method settings** (`method_options`, defaults filled in):", ""]
-    lines += method_options(config)
+    # One paragraph each, the items joined by semicolons (a list would take a line per item).
+    lines += [
+        "",
+        "**Method settings** (`method_options`, defaults filled in): "
+        + "; ".join(method_options(config))
+        + ".",
+    ]
     if named:
         lines += [
             "",
             "**Ablations.** Each ablation is its base method's run config with a few settings "
-            "changed, as resolved for its runs (its other options are its base's, above):",
-            "",
+            "changed, as resolved for its runs (its other options are its base's, above): "
+            + "; ".join(variant_settings(config))
+            + ".",
         ]
-        lines += variant_settings(config)
     return "\n".join(lines) + "\n"
 
 
@@ -198,11 +203,10 @@ def variant_settings(config: dict) -> list[str]:
         objective = opts.get("objective", DEFAULT_OBJECTIVES[cfg.method])
         changed = _differences(base.identity(), cfg.identity(), skip=("variant",))
         parts.append(
-            f"- {labels[name]} (`{name}`): {labels.get(cfg.method, cfg.method)} at "
+            f"{labels[name]} (`{name}`): {labels.get(cfg.method, cfg.method)} at "
             f"K ∈ {{{', '.join(map(str, spec['Ks']))}}}; estimator `{cfg.estimator}`, "
             f"objective `{objective}`; changed from the base: "
             + (", ".join(f"`{k}: {a} → {b}`" for k, a, b in changed) or "nothing")
-            + "."
         )
     return parts
 
@@ -246,7 +250,7 @@ def method_options(config: dict) -> list[str]:
         )
         opts = cfg.options()
         items = [f"`{k}={v}`" for k, v in dataclasses.asdict(opts).items() if v is not None]
-        parts.append(f"- {labels[m]} (`{m}`): " + (", ".join(items) if items else "none"))
+        parts.append(f"{labels[m]} (`{m}`): " + (", ".join(items) if items else "none"))
     return parts
 
 

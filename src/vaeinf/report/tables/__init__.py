@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from vaeinf.report.tables import ablations, active_units, collapse, gaps, nll, snr, time
+from vaeinf.report.tables import ablations, collapse, gaps, nll, snr, time
 from vaeinf.report.tidy import display_order, labelled
 from vaeinf.rundir import atomic_write_text
 
-_MODULES = (nll, gaps, active_units, collapse, time, ablations, snr)
+_MODULES = (nll, gaps, collapse, time, ablations, snr)
 
 #: table name -> function of (the tables it reads..., method order) returning Markdown
 TABLES: dict[str, Callable[..., str]] = {m.__name__.rsplit(".", 1)[-1]: m.make for m in _MODULES}
