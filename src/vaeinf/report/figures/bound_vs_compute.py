@@ -74,15 +74,6 @@ def draw(curves: pd.DataFrame, methods=None, **_) -> Figure:
     for label, marker in markers.items():
         handles.append(plt.Line2D([], [], color="0.3", lw=1.2, ls="--", marker=marker, ms=4))
         names.append(label)
-    fig.legend(
-        handles,
-        names,
-        loc="upper center",
-        bbox_to_anchor=(0.5, 0.0),
-        ncol=min(6, len(names)),
-        frameon=False,
-        columnspacing=1.0,
-        handlelength=2.4,
-    )
+    style.legend_below(fig, handles, names)
     fig.tight_layout()
     return fig

@@ -58,16 +58,7 @@ def draw(per_dim: pd.DataFrame, summary: pd.DataFrame, methods=None, **_) -> Fig
     for label, marker in markers.items():
         handles.append(plt.Line2D([], [], color="0.3", lw=1.0, ls="--", marker=marker, ms=4))
         names.append(label)
-    fig.legend(
-        handles,
-        names,
-        loc="upper center",
-        bbox_to_anchor=(0.5, 0.0),
-        ncol=min(6, len(names)),
-        frameon=False,
-        columnspacing=1.0,
-        handlelength=2.4,
-    )
+    style.legend_below(fig, handles, names)
     fig.supxlabel("latent dimension (sorted by its KL)")
     fig.supylabel("KL per dimension (nats)")
     fig.tight_layout()

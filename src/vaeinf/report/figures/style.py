@@ -190,6 +190,20 @@ def panels(datasets, methods, width: float, height: float, ncol: int = 3, **kw):
     return fig, panels
 
 
+def legend_below(fig: Figure, handles, names, max_ncol: int = 6) -> None:
+    """A legend under the panels in as many columns (at most ``max_ncol``) as fit the
+    figure's width, so that a long list of variants wraps into rows instead of widening the
+    saved figure (which would shrink its text on the page)."""
+    fig.canvas.draw()
+    width = fig.get_window_extent().width
+    for ncol in range(min(max_ncol, len(names)), 0, -1):
+        leg = fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                         ncol=ncol, frameon=False, columnspacing=1.0, handlelength=2.4)  # fmt: skip
+        if ncol == 1 or leg.get_window_extent().width <= width:
+            return
+        leg.remove()
+
+
 def image_side(dim: int) -> int:
     side = int(round(math.sqrt(dim)))
     if side * side != dim:
