@@ -231,10 +231,11 @@ def read_samples(paths: list[str | Path]) -> dict[tuple[str, str], dict]:
     return out
 
 
-def image_rows(samples, methods, n_images, make) -> Figure:
+def image_rows(samples, methods, n_images, make, head=None) -> Figure:
     """One strip of images (``make(arrays)``) per (dataset, method) of ``samples``, in the
     order of ``methods`` (None: as they come): the methods of the grid, not the ablations,
-    whose samples a reader cannot tell from their base method's at this size."""
+    whose samples a reader cannot tell from their base method's at this size. ``head``:
+    {dataset: (label, strip)}, a strip shown above the dataset's rows."""
     plt, sns = lib()
     theme()
     methods = methods or list(dict.fromkeys(m for _, m in samples))
@@ -249,6 +250,14 @@ def image_rows(samples, methods, n_images, make) -> Figure:
         key=lambda k: (datasets.index(k[0]), methods.index(k[1])),
     )
     strips = [make(samples[k]) for k in keys]
+    labels = [k[1] if len(datasets) == 1 else f"{k[0]}\n{k[1]}" for k in keys]
+    for dataset, (label, strip) in (head or {}).items():
+        i = next((i for i, k in enumerate(keys) if k[0] == dataset), None)
+        if i is None:
+            continue
+        keys.insert(i, (dataset, label))
+        strips.insert(i, strip)
+        labels.insert(i, label if len(datasets) == 1 else f"{dataset}\n{label}")
     width = max(s.shape[1] for s in strips)
     height = sum(s.shape[0] for s in strips)
     fig_w = 4.2
@@ -260,13 +269,12 @@ def image_rows(samples, methods, n_images, make) -> Figure:
         squeeze=False,
         gridspec_kw={"height_ratios": [s.shape[0] for s in strips]},
     )
-    for ax, key, strip in zip(axes[:, 0], keys, strips, strict=True):
+    for ax, label, strip in zip(axes[:, 0], labels, strips, strict=True):
         ax.imshow(strip, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
         ax.set_xticks([])
         ax.set_yticks([])
         for s in ax.spines.values():
             s.set_visible(False)
-        label = key[1] if len(datasets) == 1 else f"{key[0]}\n{key[1]}"
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     fig.tight_layout(h_pad=0.3)
     return fig
