@@ -8,6 +8,8 @@
 --   ![Caption](f.png){#fig-x}, ::: {#fig-x} (content, then the caption paragraph)
 --   | table |  + ": Caption {#tbl-x}"
 --   $$ ... $$ {#eq-x}
+--   ::: {layout-ncol=N}      its figures side by side, N to a row (images without width=
+--                            fill their cell)
 --   @sec-x, @fig-x, @tbl-x, @eq-x   ->  "Section 1", "Figure 1", "Table 1", "Equation 1",
 --                                      linked to the target; an unknown label is an error.
 --
@@ -212,4 +214,44 @@ local Embed = {
   end,
 }
 
-return { Conditional, Equations, Numbering, References, Embed }
+-- 6. Layout: ::: {layout-ncol=N} sets its figures side by side. In Typst the row is one
+-- floating block of figures that do not float themselves; in HTML, a CSS grid.
+
+local function cell_widths(blocks)
+  return blocks:walk({
+    Image = function(img)
+      if not img.attributes.width then img.attributes.width = "100%" end
+      return img
+    end,
+  })
+end
+
+local Layout = {
+  Div = function(el)
+    local n = tonumber(el.attributes["layout-ncol"])
+    if not n then return nil end
+    el.attributes["layout-ncol"] = nil
+    local cells = pandoc.Blocks({})
+    for _, b in ipairs(el.content) do
+      if b.t ~= "Null" then cells:insert(b) end
+    end
+    cells = cell_widths(cells)
+    if FORMAT ~= "typst" then
+      el.attributes.style = string.format(
+        "display: grid; grid-template-columns: repeat(%d, minmax(0, 1fr)); gap: 1em; align-items: start", n)
+      el.content = cells
+      return el
+    end
+    local out = pandoc.Blocks({ pandoc.RawBlock("typst", string.format(
+      '#figure(kind: "layout", supplement: none, outlined: false, numbering: none)[' ..
+      "#set figure(placement: none)\n#grid(columns: %d * (1fr,), gutter: 1em,", n)) })
+    for i, b in ipairs(cells) do
+      out:insert(pandoc.RawBlock("typst", "["))
+      out:insert(b)
+      out:insert(pandoc.RawBlock("typst", i < #cells and "]," or "])]"))
+    end
+    return out
+  end,
+}
+
+return { Conditional, Equations, Numbering, References, Embed, Layout }

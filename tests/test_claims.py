@@ -536,6 +536,15 @@ def test_the_conclusions_sort_the_levers_and_read_the_budgets():
         "did not change beyond its uncertainty for K = 5 rather than 1 for VAE and IWAE rather "
         "than the VAE at K = 1"
     )
+    # Levers that share their baseline read as one phrase.
+    assert variables.grouped(
+        ["K = 50 rather than 1 for VAE", "K = 50 rather than 1 for Flow",
+         "IWAE rather than the VAE at K = 1", "IAF rather than the VAE at K = 1",
+         "IWAE (DReG) rather than IWAE at K = 50"]
+    ) == (
+        "K = 50 rather than 1 for VAE and Flow; IWAE and IAF rather than the VAE at K = 1; "
+        "IWAE (DReG) rather than IWAE at K = 50"
+    )  # fmt: skip
     result = abstract_claim(df, levers, 12, 0.031, labels).text
     assert result.startswith("Over 12 runs, IWAE at K = 5 reaches the lowest test NLL, 29.6")
     assert "the largest gain, 0.398 ± 0.00" in result and result.endswith(

@@ -160,11 +160,14 @@ def test_the_methods_name_only_settings_the_runs_used(tmp_path, words, settings,
 
 
 @pytest.mark.parametrize(
-    ("font_pt", "width", "ok"), [(9, "100%", True), (9, "40%", False), (5, "100%", False)]
-)
-def test_figure_text_that_prints_below_7_pt_is_reported(tmp_path, font_pt, width, ok):
+    ("font_pt", "width", "ncol", "ok"),
+    [(9, "100%", 0, True), (9, "40%", 0, False), (5, "100%", 0, False), (9, "100%", 2, False),
+     (16, "100%", 2, True)],
+)  # fmt: skip
+def test_figure_text_that_prints_below_7_pt_is_reported(tmp_path, font_pt, width, ncol, ok):
     """The figure's smallest font (recorded when it is saved) scaled to its printed width: a
-    6.7 in wide figure at 9 pt prints at 9 pt across the A4 text width, at 3.6 pt at 40 %."""
+    6.7 in wide figure at 9 pt prints at 9 pt across the A4 text width, at 3.6 pt at 40 %,
+    at 4.5 pt in one cell of a row of two (``layout-ncol=2``)."""
     from vaeinf.report.figures import style
 
     paper = make_paper(tmp_path)
@@ -176,9 +179,12 @@ def test_figure_text_that_prints_below_7_pt_is_reported(tmp_path, font_pt, width
     fig, ax = plt.subplots(figsize=(6.7, 3))
     ax.plot([0, 1], [0, 1])
     ax.tick_params(labelsize=font_pt)
-    ax.set_xlabel("x", fontsize=12)
+    ax.set_xlabel("x", fontsize=max(12, font_pt))
     style.save(fig, paper / "_generated/a.png", tmp_path / "a.pdf")
     _edit(paper, "{#fig-a}", f"{{#fig-a width={width}}}")
+    if ncol:
+        _edit(paper, "![A figure]", f"::: {{layout-ncol={ncol}}}\n![A figure]")
+        _edit(paper, f"width={width}}}", f"width={width}}}\n:::")
     if ok:
         check(paper)
     else:

@@ -230,6 +230,42 @@ def test_html_is_self_contained_and_interactive(rendered):
     assert "<math" in html and 'class="eqno">(1)' in html
 
 
+def test_a_layout_row_sets_its_figures_side_by_side(tmp_path):
+    """``::: {layout-ncol=2}``: two numbered figures in one row, in the PDF (the images at one
+    height, apart) and in the HTML (a two-column grid)."""
+    root = make_paper(tmp_path)
+    shutil.copy2(root / "_generated/figures/nll_vs_k.png", root / "_generated/figures/b.png")
+    qmd = root / "index.qmd"
+    row = (
+        "::: {layout-ncol=2}\n![Left.](_generated/figures/nll_vs_k.png){#fig-left}\n\n"
+        "![Right.](_generated/figures/b.png){#fig-right}\n:::\n\n@fig-left, @fig-right.\n"
+    )
+    qmd.write_text(qmd.read_text().replace("# References", row + "\n# References"))
+    out = root / "_output"
+    preview.render(root, out / "preview.html", out / "preview.pdf")
+    placed = []  # (x, y) of every image drawn, from the PDF's content streams
+
+    def visit(op, args, cm, tm):
+        if op == b"Do":
+            placed.append((round(cm[4]), round(cm[5])))
+
+    reader = pypdf.PdfReader(out / "preview.pdf")
+    text = ""
+    for page in reader.pages:
+        text += page.extract_text(visitor_operand_before=visit)
+    text = re.sub(r"\s+", " ", text)
+    assert "Figure 3: Left." in text and "Figure 4: Right." in text
+    assert "Figure 3, Figure 4." in text
+    assert len(placed) == 4  # figure 1, the bound-and-time PNG and the row's two
+    ys = {}
+    for x, y in placed:
+        ys.setdefault(y, []).append(x)
+    assert sorted(len(v) for v in ys.values())[-1] == 2  # two images at one height
+    html = (out / "preview.html").read_text()
+    assert "grid-template-columns: repeat(2, minmax(0, 1fr))" in html
+    assert '<figure id="fig-left">' in html and '<figure id="fig-right">' in html
+
+
 def test_an_unknown_reference_is_an_error_not_question_marks(tmp_path):
     with pytest.raises(preview.PreviewError, match="@fig-zz has no label"):
         preview.render_html(tmp_path, "See @fig-zz.\n", preview.markdown_args(LUA, []))

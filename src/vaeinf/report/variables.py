@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -569,6 +570,26 @@ def _levers(df: pd.DataFrame, every: pd.DataFrame, cost: pd.DataFrame | None,
     return [x for x in out if x[1].n > 0]
 
 
+def grouped(words: list[str]) -> str:
+    """Lever phrases (:func:`_levers`) that share their baseline in one phrase each: "K = 50
+    rather than 1 for VAE and IWAE", "IWAE and Flow rather than the VAE at K = 1"; groups
+    apart by semicolons when any holds a list."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for w in words:
+        if m := re.fullmatch(r"(K = \S+ rather than \S+ for )(.+)", w):
+            groups.setdefault(("for", m[1]), []).append(m[2])
+        elif m := re.fullmatch(r"(.+?)( rather than .+ at K = \S+)", w):
+            groups.setdefault(("at", m[2]), []).append(m[1])
+        else:
+            groups.setdefault(("", w), [])
+    phrases = [
+        common + join(subjects) if kind == "for" else join(subjects) + common if kind else common
+        for (kind, common), subjects in groups.items()
+    ]
+    several = any(len(subjects) > 1 for subjects in groups.values())
+    return "; ".join(phrases) if several and len(phrases) > 1 else join(phrases)
+
+
 def conclusion_levers(
     levers: list[tuple[str, claims.Estimate, float]], top: int = 3
 ) -> claims.Claim:
@@ -593,7 +614,9 @@ def conclusion_levers(
     if worse:
         parts.append("it rose for " + join(f"{w} ({e.pm('nats')})" for w, e, _ in worse))
     if null:
-        parts.append("it did not change beyond its uncertainty for " + join(w for w, _, _ in null))
+        parts.append(
+            "it did not change beyond its uncertainty for " + grouped([w for w, _, _ in null])
+        )
     basis = " | ".join(f"{w}: {e.basis()}; time ratio {r:.3g}" for w, e, r in levers)
     return claims.Claim("; ".join(parts), basis)
 

@@ -494,6 +494,12 @@ MIN_PRINT_PT = 7.0
 PAPER_WIDTH_IN = {"a4": 8.27, "us-letter": 8.5, "letter": 8.5, "a5": 5.83}
 UNITS_IN = {"in": 1.0, "cm": 1 / 2.54, "mm": 1 / 25.4, "pt": 1 / 72}
 IMAGE_RE = re.compile(r"\]\((?P<path>[^)\s]+\.png)\)(?:\{(?P<attrs>[^}]*)\})?")
+#: A ``::: {layout-ncol=N}`` div (its figures side by side, N to a row) and its body.
+LAYOUT_RE = re.compile(
+    r"^(?P<fence>:{3,})[ \t]*\{[^}\n]*layout-ncol\s*=\s*\"?(?P<n>\d+)\"?[^}\n]*\}[ \t]*$"
+    r"(?P<body>.*?)^(?P=fence)[ \t]*$",
+    re.MULTILINE | re.DOTALL,
+)
 
 
 def text_width_in(quarto: dict) -> float:
@@ -534,10 +540,12 @@ def png_info(path: Path) -> tuple[float, float, dict[str, str]]:
 def small_figure_text(text: str, root: Path, quarto: dict) -> list[str]:
     """Figures whose smallest text (recorded by vaeinf.report.figures.style.save) prints below
     :data:`MIN_PRINT_PT` in the PDF: its size × the printed width (the image's ``width=`` share
-    of the text width, or its own size capped at the text width) / the figure's width."""
+    of the text width, or its own size capped at the text width; in a ``layout-ncol=N`` row,
+    its share of a 1/N cell) / the figure's width."""
     from vaeinf.report.figures.style import MIN_FONT_KEY
 
     text_w, problems = text_width_in(quarto), []
+    layouts = [(d.start("body"), d.end("body"), int(d["n"])) for d in LAYOUT_RE.finditer(text)]
     for m in IMAGE_RE.finditer(text):
         path = root / m["path"]
         if not path.is_file():
@@ -547,7 +555,12 @@ def small_figure_text(text: str, root: Path, quarto: dict) -> list[str]:
             continue
         fig_w = px / ppi
         share = re.search(r"width\s*=\s*\"?([\d.]+)%", m["attrs"] or "")
-        printed = text_w * float(share[1]) / 100 if share else min(fig_w, text_w)
+        # In a row of N figures a width (else the whole cell) is a share of the cell.
+        ncol = next((n for a, b, n in layouts if a <= m.start() < b), None)
+        if ncol:
+            printed = text_w * (float(share[1]) if share else 100.0) / 100 / ncol
+        else:
+            printed = text_w * float(share[1]) / 100 if share else min(fig_w, text_w)
         pt = float(meta[MIN_FONT_KEY]) * printed / fig_w
         if pt < MIN_PRINT_PT:
             problems.append(
