@@ -8,6 +8,7 @@
 --   ![Caption](f.png){#fig-x}, ::: {#fig-x} (content, then the caption paragraph)
 --   | table |  + ": Caption {#tbl-x}"
 --   $$ ... $$ {#eq-x}
+--   ::: {.ragged}            its paragraphs flush left (Typst)
 --   ::: {layout-ncol=N}      its figures side by side, N to a row (images without width=
 --                            fill their cell)
 --   @sec-x, @fig-x, @tbl-x, @eq-x   ->  "Section 1", "Figure 1", "Table 1", "Equation 1",
@@ -254,4 +255,16 @@ local Layout = {
   end,
 }
 
-return { Conditional, Equations, Numbering, References, Embed, Layout }
+-- 7. ::: {.ragged}: paragraphs set flush left (no justification) in Typst.
+
+local Ragged = {
+  Div = function(el)
+    if FORMAT ~= "typst" or not el.classes:includes("ragged") then return nil end
+    local out = pandoc.Blocks({ pandoc.RawBlock("typst", "#[#set par(justify: false)") })
+    out:extend(el.content)
+    out:insert(pandoc.RawBlock("typst", "]"))
+    return out
+  end,
+}
+
+return { Conditional, Equations, Numbering, References, Embed, Layout, Ragged }

@@ -1,6 +1,7 @@
 """The bound gap against the training K: log p^(x) (IS with K = nll_k samples) minus the bound
 each run was trained on at its training K (the ELBO for vae and avb, L_K for the methods
-trained on the importance-weighted bound; ``metrics.bound_gap``), on the test set.
+trained on the importance-weighted bound; ``metrics.bound_gap``), on the test set. The axis
+spans the methods of the grid; an ablation off it is written in the panel.
 
 Drawn from results/summary.csv."""
 
@@ -27,4 +28,5 @@ def draw(summary: pd.DataFrame, methods=None, **_) -> Figure:
         f"$L_{{{nll_k}}}$ − training bound (nats, test)",
         methods,
         logy=False,
+        focus=True,
     )

@@ -39,11 +39,12 @@ def draw(curves: pd.DataFrame, methods=None, **_) -> Figure:
 
     unit = f"{LABELS.get(name, name)}, K = {k_ref}" if k_ref else unit
     # The shared y axis spans the methods' own curves (from their 2nd percentile): a variant far
-    # below them (an ablation that fails) is named at the foot of its panel with its best
-    # bound instead of flattening every panel.
+    # below them (an ablation that fails) says so, with its best bound, in its legend entry
+    # instead of flattening every panel.
     own = curves[curves["label"].isin(bases)]
     low, high = own["val_bound"].quantile(0.02), curves["val_bound"].max()
     low = low - 0.05 * (high - low)
+    below: dict[str, list[str]] = {}
     for ax, dataset, method, _first, _last in panels:
         for label in (method, *variants[method]):
             d = curves[(curves["dataset"] == dataset) & (curves["label"] == label)]
@@ -59,10 +60,7 @@ def draw(curves: pd.DataFrame, methods=None, **_) -> Figure:
                 ax.plot(ends["compute"], ends["val_bound"], "x", color=colours[K], ms=4, mew=1)
                 if not own and mean["bound"].max() < low:
                     best = f"{mean['bound'].max():.1f}".replace("-", "−")
-                    note = f"{label}, K = {K}:\nbelow the axis (best {best})"
-                    size = plt.rcParams["xtick.labelsize"]
-                    t = ax.text(0.04, 0.05, note, transform=ax.transAxes, fontsize=size)
-                    t.set_in_layout(False)
+                    below.setdefault(label, []).append(f"K = {K} below the axis, best {best}")
         ax.set_xscale("log")
         ax.set_title(method if len(datasets) == 1 else f"{dataset}: {method}")
         ax.set_ylim(low, high + 0.05 * (high - low))
@@ -73,7 +71,7 @@ def draw(curves: pd.DataFrame, methods=None, **_) -> Figure:
     names = [f"K = {K}" for K in ks]
     for label, marker in markers.items():
         handles.append(plt.Line2D([], [], color="0.3", lw=1.2, ls="--", marker=marker, ms=4))
-        names.append(label)
+        names.append(f"{label} ({'; '.join(below[label])})" if label in below else label)
     style.legend_below(fig, handles, names)
     fig.tight_layout()
     return fig

@@ -118,9 +118,13 @@ def k_axis(ax, ks) -> None:
 
 
 def per_dataset_lines(
-    summary: pd.DataFrame, y: str, ylabel: str, methods=None, logy: bool = False
-) -> Figure:
-    """One panel per dataset: ``y`` against K, a line per method, error bars s.d. over seeds."""
+    summary: pd.DataFrame, y: str, ylabel: str, methods=None, logy: bool = False,
+    focus: bool = False,
+) -> Figure:  # fmt: skip
+    """One panel per dataset: ``y`` against K, a line per method, error bars s.d. over seeds.
+    ``focus``: the y-axis spans the methods of the grid, and a named variant whose mean falls
+    outside it is written in the panel instead, so that one outlying ablation does not flatten
+    every line."""
     plt, sns = lib()
     theme()
     datasets, methods = datasets_order(summary), methods_order(summary, methods)
@@ -152,6 +156,8 @@ def per_dataset_lines(
         k_axis(ax, ks)
         if logy:
             ax.set_yscale("log")
+        if focus and "variant" in d and "method" in d:
+            focus_axis(ax, d, y)
         ax.set_title(dataset)
         ax.set_xlabel("K (training samples)")
         ax.set_ylabel(ylabel)
@@ -164,6 +170,36 @@ def per_dataset_lines(
                         handlelength=2.2)  # fmt: skip
     fig.tight_layout()
     return fig
+
+
+def focus_axis(ax, d: pd.DataFrame, y: str) -> None:
+    """Limit the y-axis of ``ax`` to the runs in ``d`` (mean ± s.d. over seeds) but for the
+    named variants whose mean lies further than the grid's own range beyond it, which a note
+    under the axis lists."""
+    stats = d.groupby(["label", "K"])[y].agg(["mean", "std"]).fillna(0.0)
+    labels = stats.index.get_level_values("label")
+    own = labels.isin(set(d.loc[d["variant"] == d["method"], "label"]))
+    grid = stats[own]
+    if grid.empty:
+        return
+    lo, hi = (grid["mean"] - grid["std"]).min(), (grid["mean"] + grid["std"]).max()
+    span = hi - lo if hi > lo else 1.0
+    far = ~own & ((stats["mean"] < lo - span) | (stats["mean"] > hi + span))
+    if not far.any():
+        return
+    kept = stats[~far]
+    lo, hi = (kept["mean"] - kept["std"]).min(), (kept["mean"] + kept["std"]).max()
+    ax.set_ylim(lo - 0.06 * (hi - lo), hi + 0.06 * (hi - lo))
+    out = "; ".join(f"{lab}, K = {K}: {m:.2f}" for (lab, K), m in stats[far]["mean"].items())
+    size = plt_ticksize(ax)
+    ax.annotate("off the axis: " + out.replace("-", "−"), xy=(0, 0), xycoords="axes fraction",
+                xytext=(0, -3.4 * size), textcoords="offset points", va="top",
+                fontsize=size)  # fmt: skip
+
+
+def plt_ticksize(ax) -> float:
+    labels = ax.yaxis.get_ticklabels()
+    return labels[0].get_fontsize() if labels else 8.0
 
 
 def panels(datasets, methods, width: float, height: float, ncol: int = 3, **kw):

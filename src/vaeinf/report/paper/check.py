@@ -134,9 +134,11 @@ def setup_markdown(config: dict) -> str:
         f"{e.moment_samples} samples per test point, and the mutual information uses "
         f"{e.mi_samples} sample{'s' if e.mi_samples != 1 else ''} per point.",
     ]
-    # One paragraph each, the items joined by semicolons (a list would take a line per item).
+    # One paragraph each, the items joined by semicolons (a list would take a line per item),
+    # set ragged: justified, their unbreakable code would stretch the spaces between words.
     lines += [
         "",
+        "::: {.ragged}",
         "**Method settings** (`method_options`, defaults filled in): "
         + "; ".join(method_options(config))
         + ".",
@@ -149,6 +151,7 @@ def setup_markdown(config: dict) -> str:
             + "; ".join(variant_settings(config))
             + ".",
         ]
+    lines += [":::"]
     return "\n".join(lines) + "\n"
 
 
