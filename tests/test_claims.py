@@ -561,3 +561,20 @@ def test_the_conclusions_sort_the_levers_and_read_the_budgets():
         "with little compute (100 VAE K = 1 steps) costly at K = 50 leads, and with the most "
         "(400) cheap at K = 1"
     )
+
+
+def test_the_stated_seed_only_thresholds_are_those_holm_applies():
+    # Three seeds (2 d.o.f.), a family of 117: the Methods sentence names the |t| a seed-only
+    # difference needs at Holm's first and last step; Holm's decisions flip exactly there.
+    text = claims.rule_text(3, 117)
+    first = float(text.split("only beyond ")[1].split(" standard errors")[0])
+    last = float(text.split("first step and ")[1].split(" at its last")[0])
+    p = lambda t: 2 * stats.t.sf(t, 2)  # noqa: E731
+    fam = claims.Family({i: 0.9 for i in range(116)})
+    fam.p_values["x"] = p(first * 1.02)
+    assert fam.holm()["x"][0]
+    fam.p_values["x"] = p(first * 0.98)
+    assert not fam.holm()["x"][0]
+    assert math.isclose(last, claims.t_quantile(3), abs_tol=0.05)
+    assert not claims.Family({"x": p(last * 0.98)}).holm()["x"][0]
+    assert claims.Family({"x": p(last * 1.02)}).holm()["x"][0]

@@ -782,6 +782,25 @@ def rule_text(n_seeds: int, n_tests: int = 0) -> str:
         f"freedom for the two parts) rejects no difference, where {family}; otherwise it is "
         "said to be within its uncertainty. The cost comparisons are not tests: they read the "
         "interquartile ranges of the step times"
+    ) + _seed_only_reach(n_seeds, n_tests)
+
+
+def _seed_only_reach(n_seeds: int, n_tests: int) -> str:
+    """What Holm's procedure asks of a difference measured over seeds alone (n_seeds - 1
+    degrees of freedom): the multiple of its standard error it must exceed at the first and at
+    the last step, so that a reader can weigh a large "within its uncertainty" difference."""
+    if n_tests < 2:
+        return ""
+    from scipy import stats
+
+    dof = n_seeds - 1
+    first = float(stats.t.ppf(1 - ALPHA / (2 * n_tests), dof))
+    last = t_quantile(n_seeds)
+    return (
+        f". A difference measured over the {n_seeds} seeds alone ({dof} degrees of freedom) is "
+        f"resolved only beyond {first:.0f} standard errors at the procedure's first step and "
+        f"{last:.1f} at its last, so such a difference can be large and still within its "
+        "uncertainty; its mean ± standard error is given beside it"
     )
 
 
