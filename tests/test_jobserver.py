@@ -110,9 +110,12 @@ def test_sigterm_to_the_script_reaches_the_served_training(tmp_path):
 def test_ctrl_c_reaches_the_command(tmp_path):
     """SIGINT to the process group (Ctrl-C) stops the command, and with it the server."""
     wait = "import time; print('up', flush=True); time.sleep(60)"
+    # A terminal's SIGINT disposition, whatever this test process inherited (a test worker
+    # may ignore SIGINT, and an ignored SIGINT is inherited by the server and the command).
     proc = subprocess.Popen(
         [sys.executable, "-m", "vaeinf.study.jobserver", sys.executable, "-c", wait],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert proc.stdout.readline().strip() == "up"
     os.killpg(proc.pid, signal.SIGINT)

@@ -268,51 +268,64 @@ def read_samples(paths: list[str | Path]) -> dict[tuple[str, str], dict]:
 
 
 def image_rows(samples, methods, n_images, make, head=None) -> Figure:
-    """One strip of images (``make(arrays)``) per (dataset, method) of ``samples``, in the
-    order of ``methods`` (None: as they come): the methods of the grid, not the ablations,
-    whose samples a reader cannot tell from their base method's at this size. ``head``:
-    {dataset: (label, strip)}, a strip shown above the dataset's rows."""
+    """One strip of images (``make(arrays)``) per (dataset, variant) of ``samples``, in the
+    order of ``methods`` (None: as they come); a run at another K than most of them (an
+    ablation restricted to its own K) says its K. ``head``: {dataset: (label, strip)}, a strip
+    shown above the dataset's rows."""
     plt, sns = lib()
     theme()
     methods = methods or list(dict.fromkeys(m for _, m in samples))
     datasets = list(dict.fromkeys(d for d, _ in samples))
-
-    def own(k) -> bool:
-        a = samples[k]
-        return "variant" not in a or "method" not in a or str(a["variant"]) == str(a["method"])
-
     keys = sorted(
-        (k for k in samples if k[1] in methods and own(k)),
+        (k for k in samples if k[1] in methods),
         key=lambda k: (datasets.index(k[0]), methods.index(k[1])),
     )
+    ks = [int(samples[k]["K"]) for k in keys if "K" in samples[k]]
+    usual = max(set(ks), key=ks.count) if ks else None
+
+    def label(k) -> str:
+        name = k[1]
+        if "K" in samples[k] and int(samples[k]["K"]) != usual:
+            name = f"{name}, K = {int(samples[k]['K'])}"
+        return name if len(datasets) == 1 else f"{k[0]}\n{name}"
+
     strips = [make(samples[k]) for k in keys]
-    labels = [k[1] if len(datasets) == 1 else f"{k[0]}\n{k[1]}" for k in keys]
-    for dataset, (label, strip) in (head or {}).items():
+    labels = [label(k) for k in keys]
+    for dataset, (head_label, strip) in (head or {}).items():
         i = next((i for i, k in enumerate(keys) if k[0] == dataset), None)
         if i is None:
             continue
-        keys.insert(i, (dataset, label))
+        keys.insert(i, (dataset, head_label))
         strips.insert(i, strip)
-        labels.insert(i, label if len(datasets) == 1 else f"{dataset}\n{label}")
+        labels.insert(i, head_label if len(datasets) == 1 else f"{dataset}\n{head_label}")
+    # One image of the strips stacked with white gaps, labelled by y ticks: the figure is as
+    # tall as the images need at the width the labels leave, with no empty rows between them.
     width = max(s.shape[1] for s in strips)
-    height = sum(s.shape[0] for s in strips)
+    gap = max(3, max(s.shape[0] for s in strips) // 3)
+    rows, centres, y = [], [], 0
+    for s in strips:
+        rows += [np.pad(s, ((0, 0), (0, width - s.shape[1]))), np.zeros((gap, width), s.dtype)]
+        centres.append(y + (s.shape[0] - 1) / 2)
+        y += s.shape[0] + gap
+    image = np.concatenate(rows[:-1], 0)
     fig_w = 4.2
-    fig_h = max(1.5, fig_w * height / width * 1.15 + 0.3)
-    fig, axes = plt.subplots(
-        len(keys),
-        1,
-        figsize=(fig_w, fig_h),
-        squeeze=False,
-        gridspec_kw={"height_ratios": [s.shape[0] for s in strips]},
-    )
-    for ax, label, strip in zip(axes[:, 0], labels, strips, strict=True):
-        ax.imshow(strip, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for s in ax.spines.values():
-            s.set_visible(False)
-        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-    fig.tight_layout(h_pad=0.3)
+    fig = plt.figure(figsize=(fig_w, fig_w))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(image, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
+    ax.set_xticks([])
+    ax.set_yticks(centres, labels, fontsize=9)
+    ax.tick_params(axis="y", length=0, pad=4)
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    label_w = max(t.get_window_extent(renderer).width for t in ax.get_yticklabels()) / fig.dpi
+    left = label_w + 0.1  # inches: the labels and their pad
+    img_w = fig_w - left
+    img_h = img_w * image.shape[0] / image.shape[1]
+    fig.set_size_inches(fig_w, img_h)
+    ax.set_position((left / fig_w, 0, img_w / fig_w, 1))
     return fig
 
 
