@@ -191,15 +191,11 @@ def focus_axis(ax, d: pd.DataFrame, y: str) -> None:
     lo, hi = (kept["mean"] - kept["std"]).min(), (kept["mean"] + kept["std"]).max()
     ax.set_ylim(lo - 0.06 * (hi - lo), hi + 0.06 * (hi - lo))
     out = "; ".join(f"{lab}, K = {K}: {m:.2f}" for (lab, K), m in stats[far]["mean"].items())
-    size = plt_ticksize(ax)
+    ticks = ax.yaxis.get_ticklabels()
+    size = ticks[0].get_fontsize() if ticks else 8.0  # the note reads at the ticks' size
     ax.annotate("off the axis: " + out.replace("-", "−"), xy=(0, 0), xycoords="axes fraction",
                 xytext=(0, -3.4 * size), textcoords="offset points", va="top",
                 fontsize=size)  # fmt: skip
-
-
-def plt_ticksize(ax) -> float:
-    labels = ax.yaxis.get_ticklabels()
-    return labels[0].get_fontsize() if labels else 8.0
 
 
 def panels(datasets, methods, width: float, height: float, ncol: int = 3, **kw):
