@@ -77,7 +77,7 @@ rule figure:
     params:
         variants=VARIANTS,
         labels=canonical(LABELS),
-        n_images=config["paper"]["n_images"],
+        n_images=get_figure_n_images,
     script:
         "../scripts/figure.py"
 

@@ -184,6 +184,14 @@ def get_sample_runs():
     return [r for r in RUNS if r.seed == seed and r.K == shown(r.variant)]
 
 
+def get_figure_n_images(wildcards):
+    """Images per method of an image figure; None for the others, so that changing it redraws
+    only the figures that show images."""
+    if "samples" in FIGURE_INPUTS[wildcards.figure]:
+        return config["paper"]["n_images"]
+    return None
+
+
 def get_figure_inputs(wildcards):
     """The figure's own module and the shared style (so a cosmetic edit of one figure redraws
     only it), and what it is drawn from: a table of the aggregate rule or the runs' samples.
